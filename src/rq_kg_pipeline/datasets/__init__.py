@@ -1,0 +1,8 @@
+"""Kedro datasets for what kedro-datasets has none for: strict KG TSVs, tensors, graphs."""
+
+from rq_kg_pipeline.datasets.dgl_graph import DGLGraphDataset
+from rq_kg_pipeline.datasets.kg_graph import KGGraphDataset
+from rq_kg_pipeline.datasets.kg_tsv import KGTableDataset
+from rq_kg_pipeline.datasets.torch_tensor import TorchTensorDataset
+
+__all__ = ["DGLGraphDataset", "KGGraphDataset", "KGTableDataset", "TorchTensorDataset"]

@@ -1,0 +1,34 @@
+"""A ``dgl.DGLGraph`` saved with ``dgl.save_graphs`` (DGL's own binary format, no pickle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset
+
+from rq_kg_pipeline.io.atomic import atomic_path
+from rq_kg_pipeline.kg.dgl_import import import_dgl
+
+
+class DGLGraphDataset(AbstractDataset[Any, Any]):
+    """One DGL graph per file; DGL is imported through the project's import helper."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        graphs, _ = import_dgl().load_graphs(str(self._filepath))
+        return graphs[0]
+
+    def save(self, data: Any) -> None:
+        # dgl.save_graphs appends no suffix, so the temporary name is written as given.
+        with atomic_path(self._filepath) as tmp:
+            import_dgl().save_graphs(str(tmp), [data])
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

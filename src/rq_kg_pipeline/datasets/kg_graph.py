@@ -1,0 +1,27 @@
+"""The project-native training graph (:class:`KGGraph`) as a pickle-free tensor file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq_kg_pipeline.datasets.torch_tensor import TorchTensorDataset
+from rq_kg_pipeline.kg.graph import KGGraph
+
+
+class KGGraphDataset(TorchTensorDataset):
+    """Loads and saves a :class:`KGGraph` (edge list + norms) through ``TorchTensorDataset``."""
+
+    def load(self) -> KGGraph:
+        return KGGraph.from_dict(super().load())
+
+    def save(self, data: KGGraph) -> None:
+        super().save(data.to_dict())
+
+    def preview(self) -> dict[str, Any]:
+        """Sizes for kedro-viz."""
+        graph = self.load()
+        return {
+            "entities": graph.num_entities,
+            "relations (without inverses)": graph.num_relations,
+            "edges (with inverses)": graph.num_edges,
+        }

@@ -1,0 +1,1 @@
+"""File writing that never leaves a half-written artifact behind."""

@@ -1,0 +1,1 @@
+"""Knowledge-graph input: reading and validating TSV triples, vocabularies, the training graph."""

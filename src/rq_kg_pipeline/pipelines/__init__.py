@@ -1,0 +1,1 @@
+"""Kedro pipelines: one folder each, nodes.py (thin adapters) + pipeline.py (wiring only)."""
