@@ -1,0 +1,1 @@
+"""LLM instruction data: code-token format, readable names, link-prediction and triple-classification records."""
