@@ -1,0 +1,1 @@
+"""Evaluation: filtered link-prediction ranking, code statistics and plots."""
