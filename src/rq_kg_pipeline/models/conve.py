@@ -1,0 +1,83 @@
+"""ConvE 1-N scorer (Dettmers et al., AAAI 2018): logits of (entity, relation) queries against all candidates.
+
+The query entity and relation vectors [D] are each reshaped to a [k_h, k_w] image and stacked
+to [2*k_h, k_w]; bn -> dropout -> conv -> bn -> relu -> dropout -> fc (-> D) -> dropout -> bn
+-> relu gives a query vector that is dotted with every candidate [M, D], plus a per-entity bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def default_conve_shape(dim: int) -> tuple[int, int]:
+    """Most square factorisation (k_h, k_w), k_h <= k_w, k_h * k_w == dim (e.g. 200 -> (10, 20))."""
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    k_h = max(d for d in range(1, math.isqrt(dim) + 1) if dim % d == 0)
+    return k_h, dim // k_h
+
+
+class ConvEScorer(nn.Module):
+    """ConvE scoring head with a learned bias per candidate entity."""
+
+    def __init__(
+        self,
+        dim: int,
+        k_h: int,
+        k_w: int,
+        num_filters: int = 32,
+        kernel_size: int = 7,
+        input_drop: float = 0.2,
+        feature_drop: float = 0.3,
+        hidden_drop: float = 0.3,
+        num_entities: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_entities is None or num_entities < 1:
+            raise ValueError(f"num_entities must be given and >= 1, got {num_entities}")
+        if k_h < 1 or k_w < 1 or k_h * k_w != dim:
+            raise ValueError(f"k_h * k_w must equal dim: k_h={k_h}, k_w={k_w}, dim={dim} (see default_conve_shape)")
+        if num_filters < 1:
+            raise ValueError(f"num_filters must be >= 1, got {num_filters}")
+        if not 1 <= kernel_size <= min(2 * k_h, k_w):
+            raise ValueError(
+                f"kernel_size must be in [1, min(2*k_h, k_w)] = [1, {min(2 * k_h, k_w)}] for k_h={k_h}, k_w={k_w}, got {kernel_size}"
+            )
+        for name, value in (("input_drop", input_drop), ("feature_drop", feature_drop), ("hidden_drop", hidden_drop)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        self.dim, self.k_h, self.k_w = dim, k_h, k_w
+        self.bn0 = nn.BatchNorm2d(1)
+        self.input_drop = nn.Dropout(input_drop)
+        self.conv = nn.Conv2d(1, num_filters, kernel_size)
+        self.bn1 = nn.BatchNorm2d(num_filters)
+        self.feature_drop = nn.Dropout(feature_drop)
+        flat = num_filters * (2 * k_h - kernel_size + 1) * (k_w - kernel_size + 1)
+        self.fc = nn.Linear(flat, dim)
+        self.hidden_drop = nn.Dropout(hidden_drop)
+        self.bn2 = nn.BatchNorm1d(dim)
+        self.bias = nn.Parameter(torch.zeros(num_entities))  # [M]
+
+    def query(self, ent: Tensor, rel: Tensor) -> Tensor:
+        """ent [B, D], rel [B, D] -> query vector [B, D] (before the dot with candidates)."""
+        if ent.shape != rel.shape or ent.ndim != 2 or ent.shape[1] != self.dim:
+            raise ValueError(f"ent and rel must both be [B, {self.dim}], got {tuple(ent.shape)} and {tuple(rel.shape)}")
+        image = torch.cat([ent.reshape(-1, 1, self.k_h, self.k_w), rel.reshape(-1, 1, self.k_h, self.k_w)], dim=2)  # [B, 1, 2k_h, k_w]
+        x = self.input_drop(self.bn0(image))
+        x = self.feature_drop(F.relu(self.bn1(self.conv(x))))  # [B, F, 2k_h-ks+1, k_w-ks+1]
+        x = self.hidden_drop(self.fc(x.flatten(1)))  # [B, D]
+        return F.relu(self.bn2(x))
+
+    def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor, candidate_ids: Tensor | None = None) -> Tensor:
+        """Logits [B, M'] against candidates [M', D]; bias of entity ``candidate_ids[j]`` (default: j)."""
+        bias = self.bias if candidate_ids is None else self.bias[candidate_ids]  # [M']
+        if candidates.ndim != 2 or candidates.shape[1] != self.dim or candidates.shape[0] != bias.shape[0]:
+            raise ValueError(
+                f"candidates must be [{bias.shape[0]}, {self.dim}] (one row per entity, or per candidate_ids), got {tuple(candidates.shape)}"
+            )
+        return self.query(ent, rel) @ candidates.t() + bias
