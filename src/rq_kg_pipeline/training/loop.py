@@ -1,0 +1,352 @@
+"""The RQ-GCN training loop: 1-N BCE + quantizer + reconstruction losses, codes-only validation,
+early stopping, and resumable checkpoints (plain PyTorch; metrics leave through a callback).
+
+Resuming restores weights, optimiser, every RNG and the bookkeeping, so a run interrupted after
+a checkpoint and resumed gives the same weights as one that never stopped (on CPU, fixed seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn
+from rq_kg_pipeline.evaluation.ranking import FilterIndex, filtered_ranks, rank_metrics
+from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.training.checkpoint import (
+    BEST_NAME,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    write_verified,
+)
+from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.queries import TrainQueries
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+LOSS_TERMS = ("structure_loss", "quant_loss", "recon_loss")
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or the gradient norm became NaN or infinite during training."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`. ``history`` has one metrics dict per completed epoch (epoch 1 first)."""
+
+    best_state_dict: dict[str, torch.Tensor]  # CPU tensors of the best-valid-MRR epoch
+    best_epoch: int
+    best_valid_mrr: float
+    history: list[dict[str, float]]
+    resumed_from_epoch: int | None
+    train_seconds: float  # over all runs that built this result, resumed ones included
+    last_epoch: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class _Progress:
+    """Bookkeeping that a checkpoint must carry besides weights, optimiser and RNGs."""
+
+    epoch: int = 0  # completed epochs
+    global_step: int = 0
+    best_valid_mrr: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    """Seed torch (CPU and CUDA), Python and NumPy; return the CPU generator of batch order."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def _valid_metrics(
+    model: torch.nn.Module,
+    graph: KGGraph,
+    triples: torch.Tensor,
+    filter_index: FilterIndex,
+    batch_size: int,
+) -> dict[str, float]:
+    """Filtered ranking where queries and candidates are decoded from the entities' codes only."""
+    was_training = model.training
+    try:
+        codes = model.cal_allent_codes(graph, batch_size)  # [M, L, Q]
+        score_fn = codes_only_score_fn(model, graph, codes)
+        ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size)
+    finally:
+        model.train(was_training)
+    return {f"valid_{k}": v for k, v in rank_metrics(ranks).items()}
+
+
+def _raise_non_finite(stats: torch.Tensor, epoch: int, step: int, global_step: int) -> None:
+    names = (*LOSS_TERMS, "grad_norm")
+    for name, value in zip(names, stats.tolist()):
+        if not math.isfinite(value):
+            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, stats.tolist()))
+            raise NonFiniteLossError(
+                f"non-finite {name} at epoch {epoch}, step {step} (global step {global_step}): {values}"
+            )
+
+
+def _payload(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: _Progress,
+    config: TrainConfig,
+    model_config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": capture_rng_state(generator),
+        "best_valid_mrr": state.best_valid_mrr,
+        "best_epoch": state.best_epoch,
+        "best_model": state.best_state,
+        "bad_evals": state.bad_evals,
+        "stopped_early": state.stopped_early,
+        "history": state.history,
+        "train_seconds": state.train_seconds,
+        "train_config": config.to_dict(),
+        "model_config": dict(model_config) if model_config is not None else {},
+    }
+
+
+def _restore(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    config: TrainConfig,
+    model_config: Mapping[str, Any] | None,
+) -> _Progress:
+    payload = load_checkpoint(path, map_location="cpu")
+    if payload.get("format_version") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path} has format {payload.get('format_version')}, expected {CHECKPOINT_FORMAT}")
+    stored_model_config = payload["model_config"]
+    if model_config is not None and stored_model_config and dict(model_config) != stored_model_config:
+        raise ValueError(
+            f"checkpoint {path} was trained with model_config {stored_model_config}, "
+            f"not {dict(model_config)}; use another checkpoint_dir to start a new run"
+        )
+    changed = {
+        k: (v, getattr(config, k))
+        for k, v in payload["train_config"].items()
+        if hasattr(config, k) and getattr(config, k) != v
+    }
+    if changed:
+        log.warning("resuming %s with changed training settings (stored, now): %s", path, changed)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    restore_rng_state(payload["rng"], generator)
+    return _Progress(
+        epoch=int(payload["epoch"]),
+        global_step=int(payload["global_step"]),
+        best_valid_mrr=float(payload["best_valid_mrr"]),
+        best_epoch=int(payload["best_epoch"]),
+        best_state=dict(payload["best_model"]),
+        bad_evals=int(payload["bad_evals"]),
+        stopped_early=bool(payload["stopped_early"]),
+        history=list(payload["history"]),
+        train_seconds=float(payload["train_seconds"]),
+    )
+
+
+def _check_inputs(graph: KGGraph, train_ids: torch.Tensor, valid_ids: torch.Tensor, filter_index: FilterIndex) -> None:
+    if (filter_index.num_entities, filter_index.num_relations) != (graph.num_entities, graph.num_relations):
+        raise ValueError(
+            f"filter_index covers {filter_index.num_entities} entities / {filter_index.num_relations} relations, "
+            f"the graph {graph.num_entities} / {graph.num_relations}"
+        )
+    for name, ids in (("train_ids", train_ids), ("valid_ids", valid_ids)):
+        if ids.ndim != 2 or ids.shape[1] != 3 or ids.numel() == 0:
+            raise ValueError(f"{name} must be non-empty id triples of shape [N, 3], got {tuple(ids.shape)}")
+
+
+def fit(
+    model: torch.nn.Module,
+    graph: KGGraph,
+    train_ids: torch.Tensor,
+    valid_ids: torch.Tensor,
+    filter_index: FilterIndex,
+    config: TrainConfig,
+    *,
+    checkpoint_dir: Path | None,
+    on_epoch_end: EpochCallback | None = None,
+    progress: bool = True,
+    model_config: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Train ``model`` (an RQGCN) on ``train_ids`` [N, 3], validating filtered MRR from codes.
+
+    With ``checkpoint_dir``, a valid checkpoint found there is resumed (or, if that run already
+    finished, its result returned at once); ``model_config`` is stored with it and must match
+    on resume. After return the model holds the last epoch's weights; the best are in the result.
+    """
+    _check_inputs(graph, train_ids, valid_ids, filter_index)
+    device = config.resolve_device()
+    use_bf16 = config.bf16 and device.type == "cuda"
+    if config.bf16 and not use_bf16:
+        log.info("bf16 autocast is CUDA-only; training in float32 on %s", device)
+    generator = _seed_everything(config.seed)
+    model.to(device)
+    graph = graph.to(device)
+    valid_ids = valid_ids.to(device)
+    queries = TrainQueries.build(train_ids, graph.num_entities, graph.num_relations).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    state = _Progress()
+    resumed_from: int | None = None
+    if checkpoint_dir is not None:
+        found = latest_checkpoint(checkpoint_dir)
+        if found is not None:
+            state = _restore(found, model, optimizer, generator, config, model_config)
+            resumed_from = state.epoch
+            log.info("resumed from %s (epoch %d)", found, state.epoch)
+
+    def result() -> FitResult:
+        return FitResult(
+            best_state_dict=state.best_state,
+            best_epoch=state.best_epoch,
+            best_valid_mrr=state.best_valid_mrr,
+            history=state.history,
+            resumed_from_epoch=resumed_from,
+            train_seconds=state.train_seconds,
+            last_epoch=state.epoch,
+            stopped_early=state.stopped_early,
+        )
+
+    if state.stopped_early or state.epoch >= config.epochs:
+        log.info("checkpoint in %s already finished (epoch %d); nothing to train", checkpoint_dir, state.epoch)
+        return result()
+
+    autocast = (
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    )
+    bar = tqdm(total=config.epochs, initial=state.epoch, disable=not progress, desc="training", unit="epoch")
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            term_sum = torch.zeros(len(LOSS_TERMS), device=device)  # [3]
+            level_sum: torch.Tensor | None = None  # [3, Q]: loss, utilisation, perplexity
+            grad_sum = torch.zeros((), device=device)
+            steps = 0
+            for batch in queries.batches(config.batch_size, generator, config.label_smoothing):
+                steps += 1
+                state.global_step += 1
+                with autocast():
+                    out = model(graph, batch.heads, batch.rels)
+                structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
+                quant = out.quant.loss.float()
+                recon = out.recon_loss.float()
+                loss = structure + quant + config.recon_weight * recon
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                else:
+                    grad_norm = torch.zeros((), device=device)
+                terms = torch.stack([structure, quant, recon]).detach()  # [3]
+                stats = torch.cat([terms, grad_norm.detach().float().reshape(1)])  # [4]
+                if not bool(torch.isfinite(stats).all()):  # the one host sync per step
+                    _raise_non_finite(stats, epoch, steps, state.global_step)
+                optimizer.step()
+                term_sum += terms
+                grad_sum += grad_norm.detach().float()
+                levels = torch.stack(
+                    [out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]
+                ).detach().float()  # [3, Q]
+                level_sum = levels if level_sum is None else level_sum + levels
+
+            means = (term_sum / steps).tolist()
+            metrics: dict[str, float] = {"epoch": float(epoch)}
+            metrics["loss"] = means[0] + means[1] + config.recon_weight * means[2]
+            metrics.update(zip(LOSS_TERMS, means))
+            assert level_sum is not None  # at least one batch: train_ids is non-empty
+            for name, row in zip(("quant_loss", "utilisation", "perplexity"), (level_sum / steps).tolist()):
+                metrics.update({f"{name}_l{q}": v for q, v in enumerate(row, start=1)})
+            if config.grad_clip:
+                metrics["grad_norm"] = float(grad_sum / steps)
+            metrics["epoch_seconds"] = time.perf_counter() - started
+            state.train_seconds += metrics["epoch_seconds"]
+            state.epoch = epoch
+
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                eval_started = time.perf_counter()
+                metrics.update(_valid_metrics(model, graph, valid_ids, filter_index, config.eval_batch_size))
+                metrics["eval_seconds"] = time.perf_counter() - eval_started
+                if metrics["valid_mrr"] > state.best_valid_mrr:
+                    state.best_valid_mrr, state.best_epoch, state.bad_evals = metrics["valid_mrr"], epoch, 0
+                    state.best_state = _cpu_state(model)
+                    if checkpoint_dir is not None:
+                        write_verified(
+                            checkpoint_dir / BEST_NAME,
+                            {
+                                "model": state.best_state,
+                                "epoch": epoch,
+                                "valid_mrr": state.best_valid_mrr,
+                                "model_config": dict(model_config) if model_config is not None else {},
+                            },
+                        )
+                else:
+                    state.bad_evals += 1
+                    state.stopped_early = config.patience > 0 and state.bad_evals >= config.patience
+            state.history.append(metrics)
+
+            due = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
+            if checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
+                save_checkpoint(
+                    checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config), epoch
+                )
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}", best_mrr=f"{state.best_valid_mrr:.4f}" if state.best_epoch else "-"
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+            if state.stopped_early:
+                log.info(
+                    "early stop at epoch %d: no valid MRR gain in %d evaluations (best %.4f at epoch %d)",
+                    epoch,
+                    state.bad_evals,
+                    state.best_valid_mrr,
+                    state.best_epoch,
+                )
+                break
+    finally:
+        bar.close()
+    return result()
