@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset
 
-from rq_kg_pipeline.io.atomic import atomic_path
+from rq_kg_pipeline.io.atomic import atomic_torch_save
 
 
 class TorchTensorDataset(AbstractDataset[Any, Any]):
@@ -22,8 +22,7 @@ class TorchTensorDataset(AbstractDataset[Any, Any]):
         return torch.load(self._filepath, map_location="cpu", weights_only=True)
 
     def save(self, data: Any) -> None:
-        with atomic_path(self._filepath) as tmp:
-            torch.save(data, tmp)
+        atomic_torch_save(data, self._filepath)
 
     def _exists(self) -> bool:
         return self._filepath.exists()

@@ -58,6 +58,7 @@ def link_prediction_records(
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per query (heads/relations/targets [N], candidates [N, k] in model rank order).
 
+    Candidate rows may end in -1 padding (fewer unfiltered entities than k); it is dropped.
     ``relations`` lie in [0, 2R) with r + R the inverse of r; ``relation_names`` holds their 2R
     names (see :func:`~rq_kg_pipeline.prompts.names.relation_display_names`); ``entity_codes``
     holds each entity's rendered code tokens. Record metadata: ``query`` {head, relation (base
@@ -71,7 +72,7 @@ def link_prediction_records(
     heads_t = as_ids(heads, "heads", 1, num_entities)
     relations_t = as_ids(relations, "relations", 1, 2 * num_relations)
     targets_t = as_ids(targets, "targets", 1, num_entities)
-    candidates_t = as_ids(candidates, "candidates", 2, num_entities)
+    candidates_t = as_ids(candidates, "candidates", 2, num_entities, lower=-1)  # -1 pads short rows
     count = heads_t.shape[0]
     if relations_t.shape[0] != count or targets_t.shape[0] != count or candidates_t.shape[0] != count:
         raise ValueError(
@@ -95,7 +96,8 @@ def link_prediction_records(
             candidates_t[start:stop].tolist(),
             code_flags[start:stop],
         )
-        for head, relation, target, shown, with_codes in rows:
+        for head, relation, target, padded, with_codes in rows:
+            shown = [entity for entity in padded if entity >= 0]
             answer_in_candidates = target in shown
             if only_answer_in_candidates and not answer_in_candidates:
                 continue

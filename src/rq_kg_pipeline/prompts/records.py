@@ -26,16 +26,16 @@ def check_lookups(entity_names: Sequence[str], entity_codes: Sequence[str], rela
     return len(relation_names) // 2
 
 
-def as_ids(values: torch.Tensor | Sequence[int], name: str, dims: int, upper: int) -> torch.Tensor:
-    """``values`` as a CPU int64 tensor of ``dims`` dimensions with every id in [0, upper)."""
+def as_ids(values: torch.Tensor | Sequence[int], name: str, dims: int, upper: int, lower: int = 0) -> torch.Tensor:
+    """``values`` as a CPU int64 tensor of ``dims`` dimensions with every id in [lower, upper)."""
     tensor = torch.as_tensor(values).detach().cpu()
     if tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer ids, got {tensor.dtype}")
     if tensor.dim() != dims:
         raise ValueError(f"{name} must have {dims} dimension(s), got shape {tuple(tensor.shape)}")
     tensor = tensor.long()
-    if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= upper):
-        raise ValueError(f"{name} ids must lie in [0, {upper}), found [{int(tensor.min())}, {int(tensor.max())}]")
+    if tensor.numel() and (int(tensor.min()) < lower or int(tensor.max()) >= upper):
+        raise ValueError(f"{name} ids must lie in [{lower}, {upper}), found [{int(tensor.min())}, {int(tensor.max())}]")
     return tensor
 
 

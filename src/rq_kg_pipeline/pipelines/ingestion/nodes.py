@@ -11,6 +11,7 @@ from rq_kg_pipeline.kg.indexing import index_kg
 from rq_kg_pipeline.kg.names import select_names
 from rq_kg_pipeline.kg.statistics import kg_statistics
 from rq_kg_pipeline.params import IngestionParams
+from rq_kg_pipeline.pipelines.tracking import as_metrics_dataset
 
 ID_COLUMNS = ["head", "relation", "tail"]
 
@@ -48,4 +49,4 @@ def summarise_kg(
     """Statistics as a JSON report and as MLflow metrics."""
     sizes = {"train": len(train_ids), "valid": len(valid_ids), "test": len(test_ids)}
     stats = kg_statistics(graph, sizes, ingestion_counts)
-    return stats, {key: {"value": float(value), "step": 0} for key, value in stats.items()}
+    return stats, as_metrics_dataset(stats)

@@ -1,0 +1,1 @@
+"""Entity code tables: what extraction writes and every later stage reads."""

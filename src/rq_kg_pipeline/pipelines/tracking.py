@@ -1,0 +1,40 @@
+"""MLflow calls shared by nodes: no-ops when no run is active (e.g. a node called from a notebook)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import mlflow
+
+
+def metric_name(key: str) -> str:
+    """MLflow metric names allow letters, digits and _-./ only: hits@10 -> hits_at_10."""
+    return key.replace("@", "_at_")
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({metric_name(f"{prefix}{k}"): float(v) for k, v in metrics.items()}, step=step)
+
+
+def as_metrics_dataset(values: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """The dict form kedro-mlflow's MlflowMetricsHistoryDataset saves (one value at step 0 each)."""
+    return {metric_name(k): {"value": float(v), "step": 0} for k, v in values.items()}
+
+
+def set_tags(tags: Mapping[str, object]) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def git_commit() -> str:
+    """The checkout's commit (with '-dirty' when it has local changes), or 'unknown' outside git."""
+    cwd = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,105 @@
+"""Thin adapters from catalog objects to ``rq_kg_pipeline.training`` and ``models``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from rq_kg_pipeline.evaluation.ranking import FilterIndex
+from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.models.persistence import model_artifact
+from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.params import ModelParams, auto_num_quantizers
+from rq_kg_pipeline.pipelines.tracking import git_commit, log_metrics, set_tags
+from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.loop import fit
+
+log = logging.getLogger(__name__)
+ID_COLUMNS = ["head", "relation", "tail"]
+
+
+def id_tensor(frame: pd.DataFrame) -> torch.Tensor:
+    """[N, 3] int64 (head, relation, tail) from an id-triples table."""
+    return torch.tensor(frame[ID_COLUMNS].to_numpy(), dtype=torch.long)
+
+
+def resolve_model_config(params: ModelParams, num_entities: int) -> dict[str, Any]:
+    """Constructor arguments of RQGCN, with ``num_quantizers: auto`` chosen by KG size."""
+    config = params.model_dump()
+    if config["num_quantizers"] == "auto":
+        config["num_quantizers"] = auto_num_quantizers(num_entities)
+        log.info("num_quantizers auto -> %d for %d entities", config["num_quantizers"], num_entities)
+    config["conve_dropout"] = list(config["conve_dropout"])
+    return config
+
+
+def _run_key(model_config: dict, fit_config: TrainConfig, train: torch.Tensor, valid: torch.Tensor) -> str:
+    """Checkpoints of one (data, model, fit) combination live in their own folder, so a rerun with
+    other settings starts fresh while a rerun of the same command resumes. ``epochs`` and
+    ``patience`` are left out: raising them continues a finished run instead of restarting it."""
+    fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in ("epochs", "patience")}
+    digest = hashlib.sha256(json.dumps([model_config, fit_settings], sort_keys=True).encode())
+    digest.update(train.numpy().tobytes())
+    digest.update(valid.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_model(
+    graph: KGGraph,
+    train_ids: pd.DataFrame,
+    valid_ids: pd.DataFrame,
+    test_ids: pd.DataFrame,
+    model_params: ModelParams,
+    fit_config: TrainConfig,
+    checkpoint_root: str,
+    dataset_name: str,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train (or resume) the RQGCN; returns the best model as an artifact dict and the per-epoch history."""
+    train, valid, test = id_tensor(train_ids), id_tensor(valid_ids), id_tensor(test_ids)
+    model_config = resolve_model_config(model_params, graph.num_entities)
+    torch.manual_seed(fit_config.seed)  # initial weights depend on the seed, not on what ran before
+    model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
+    filter_index = FilterIndex.build([train, valid, test], graph.num_entities, graph.num_relations)
+    run_dir = Path(checkpoint_root) / _run_key(model_config, fit_config, train, valid)
+    set_tags(
+        {
+            "dataset": dataset_name,
+            "num_quantizers": model_config["num_quantizers"],
+            "num_code": model_config["num_code"],
+            "seq_len": model_config["seq_len"],
+            "backend": model_config["backend"],
+            "device": str(fit_config.resolve_device()),
+            "git_commit": git_commit(),
+            "checkpoint_dir": str(run_dir),
+        }
+    )
+    result = fit(
+        model,
+        graph,
+        train,
+        valid,
+        filter_index,
+        fit_config,
+        checkpoint_dir=run_dir,
+        on_epoch_end=lambda epoch, metrics: log_metrics(metrics, step=epoch, prefix="train."),
+        model_config=model_config,
+    )
+    log_metrics({"best_epoch": result.best_epoch, "best_valid_mrr": result.best_valid_mrr, "train_seconds": result.train_seconds}, prefix="train.")
+    artifact = model_artifact(
+        model_config,
+        graph.num_entities,
+        graph.num_relations,
+        result.best_state_dict,
+        dataset=dataset_name,
+        best_epoch=result.best_epoch,
+        best_valid_mrr=result.best_valid_mrr,
+        train_seconds=result.train_seconds,
+        fit_config=fit_config.to_dict(),
+    )
+    return artifact, pd.DataFrame(result.history)

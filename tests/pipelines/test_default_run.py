@@ -1,0 +1,143 @@
+"""``kedro run`` on the default KG end to end, then each promise of its artifacts checked.
+
+One full run is shared by the module (about half a minute on 2 cores); tests read its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from rq_kg_pipeline.prompts.tokens import parse_entity_codes
+from tests.pipelines.project import ScratchProject
+
+KG = "umls"
+SPLITS = ("train", "valid", "test")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> ScratchProject:
+    project = ScratchProject.create(tmp_path_factory.mktemp("default_run"))
+    done = project.run()
+    assert done.returncode == 0, done.stderr[-4000:]
+    return project
+
+
+def out(project: ScratchProject, relative: str) -> Path:
+    return project.path / "data" / relative
+
+
+def sidecar(project: ScratchProject) -> dict:
+    codes_dir = out(project, f"07_model_output/{KG}/codes")
+    manifest = json.loads((codes_dir / "codes_manifest.json").read_text())
+    return json.loads((codes_dir / manifest["current"]).read_text())
+
+
+def test_code_files_have_the_seed_names_shapes_and_sidecar(project):
+    meta = sidecar(project)
+    q, length, k = meta["num_quantizers"], meta["seq_len"], meta["num_code"]
+    assert q == 2, "auto chooses 2 quantizers for a KG of 135 entities"
+    codes_dir = out(project, f"07_model_output/{KG}/codes")
+    codes = torch.load(codes_dir / f"{KG}_{length}_{k}_{q}_rq.pt", weights_only=True)
+    emds = torch.load(codes_dir / f"{KG}_{length}_{k}_{q}_rq_emd.pt", weights_only=True)
+    assert codes.shape == (135, length, q) and codes.dtype == torch.uint8  # K = 64 fits in a byte
+    assert emds.shape == (135, length, meta["embeddings_shape"][2]) and emds.dtype == torch.float32
+    assert meta["codes_shape"] == list(codes.shape)
+    vocab = pd.read_parquet(out(project, f"02_intermediate/{KG}/entity_vocab.parquet"))
+    assert meta["entities"] == vocab.sort_values("id")["label"].tolist()
+    assert len(meta["checkpoint_sha256"]) == 64
+    # every entity maps to exactly one (code sequence, disambiguation index) and back
+    keys = {(tuple(codes[e].flatten().tolist()), meta["disambiguation"][e]) for e in range(135)}
+    assert len(keys) == 135
+
+
+def test_codes_only_link_prediction_beats_shuffled_codes(project):
+    report = json.loads(out(project, f"08_reporting/{KG}/link_prediction.json").read_text())["metrics"]
+    assert report["codes_only/test/mrr"] > 0.3
+    assert report["shuffled_codes/test/mrr"] < 0.15
+    assert report["codes_only/test/mrr"] > 3 * report["shuffled_codes/test/mrr"]
+    assert report["continuous/test/mrr"] > 0.3
+    for key in ("mrr", "mr", "hits@1", "hits@3", "hits@10"):
+        assert f"codes_only/valid/{key}" in report
+
+
+def test_mlflow_run_has_params_per_epoch_metrics_and_artifacts(project):
+    mlflow.set_tracking_uri(f"sqlite:///{project.path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["rq_kg_pipeline"], output_format="list")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags["dataset"] == KG and run.data.tags["num_quantizers"] == "2"
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "train.loss")
+    epochs = pd.read_csv(out(project, f"08_reporting/{KG}/training_history.csv"))
+    assert len(history) == len(epochs) > 1
+    assert history[-1].value < history[0].value, "the loss falls"
+    for name in ("train.quant_loss_l1", "train.quant_loss_l2", "train.utilisation_l2", "train.valid_mrr", "eval.codes_only.test.mrr"):
+        assert name in run.data.metrics, name
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "plots", "reports", "llm_data"} <= artifacts
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_llm_datasets_exist_load_and_use_the_entity_codes(project):
+    llm = out(project, f"07_model_output/{KG}/llm_data")
+    codes = torch.load(next(out(project, f"07_model_output/{KG}/codes").glob("*_rq.pt")), weights_only=True)
+    disambiguation = sidecar(project)["disambiguation"]
+    vocabulary = set(json.loads((llm / "code_tokens.json").read_text()))
+    for task in ("link_prediction", "triple_classification"):
+        for split in SPLITS:
+            frame = pd.read_json(llm / f"{task}_{split}.jsonl", lines=True)
+            assert len(frame) > 0 and {"prompt", "completion", "messages"} <= set(frame.columns)
+    records = read_jsonl(llm / "link_prediction_test.jsonl")
+    for record in records[:200]:
+        answer_codes, d = parse_entity_codes(record["answer_codes"])
+        assert torch.equal(answer_codes, codes[record["answer"]].long())
+        assert d == disambiguation[record["answer"]]
+        assert record["completion"].splitlines()[0] == f"1. {record['answer_codes']}", "true tail first"
+        assert set(record["answer_codes"].split()) <= vocabulary
+    assert (llm / "README.md").read_text().count("link_prediction") >= 1
+
+
+def test_no_test_triple_becomes_a_train_example_and_negatives_are_unknown(project):
+    ids = {s: pd.read_parquet(out(project, f"03_primary/{KG}/{s}_ids.parquet")) for s in SPLITS}
+    known = {tuple(t) for s in SPLITS for t in ids[s].to_numpy().tolist()}
+    test = {tuple(t) for t in ids["test"].to_numpy().tolist()}
+    train_only = {tuple(t) for t in ids["train"].to_numpy().tolist()}
+    llm = out(project, f"07_model_output/{KG}/llm_data")
+    num_relations = len(pd.read_parquet(out(project, f"02_intermediate/{KG}/relation_vocab.parquet")))
+    for record in read_jsonl(llm / "link_prediction_train.jsonl"):
+        head, rel, answer = record["query"]["head"], record["query"]["relation"], record["answer"]
+        triple = (answer, rel, head) if record["query"]["inverse"] else (head, rel, answer)
+        assert triple in train_only and triple not in test - train_only
+    for record in read_jsonl(llm / "triple_classification_train.jsonl"):
+        h, r, t = record["triple"]
+        triple = (h, r, t) if r < num_relations else (t, r - num_relations, h)
+        assert (triple in known) == record["label"]
+        if record["label"]:
+            assert triple in train_only
+
+
+def test_gen_llm_data_runs_alone_from_the_catalog(project):
+    llm = out(project, f"07_model_output/{KG}/llm_data")
+    before = (llm / "link_prediction_valid.jsonl").read_bytes()
+    (llm / "link_prediction_valid.jsonl").unlink()
+    done = project.run("--pipeline=gen_llm_data")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train_model" not in done.stderr and "index_triples" not in done.stderr
+    assert (llm / "link_prediction_valid.jsonl").read_bytes() == before, "same inputs, same seed, same file"
+
+
+def test_extraction_is_deterministic(project):
+    codes_dir = out(project, f"07_model_output/{KG}/codes")
+    before = {p.name: p.read_bytes() for p in codes_dir.glob("*.pt")}
+    done = project.run("--pipelines=extraction")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in codes_dir.glob("*.pt")} == before
