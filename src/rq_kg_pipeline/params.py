@@ -118,3 +118,9 @@ class GenLLMDataParams(_Params):
         if "train" not in self.train_sources:
             raise ValueError("train_sources must include 'train'")
         return self
+
+
+class CompareArm(_Params):
+    """One arm of ``compare:``: the training settings it changes (the rest come from ``training``)."""
+
+    num_quantizers: int | Literal["auto"]

@@ -28,13 +28,15 @@ class ScratchProject:
         return cls(root)
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-        """``kedro run ARGS`` in the scratch project; returns the finished process (check ``returncode``).
+        """``kedro run ARGS`` in the scratch project; returns the finished process (check ``returncode``)."""
+        return self.kedro("run", *args, env=env, timeout=timeout)
 
-        COLUMNS is wide so that rich does not wrap error messages that tests look for.
-        """
+    def kedro(self, *args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+        """``kedro ARGS`` in the scratch project. COLUMNS is wide so that rich does not wrap the
+        error messages that tests look for."""
         full_env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "COLUMNS": "500", **(env or {})}
         return subprocess.run(
-            [sys.executable, "-m", "kedro", "run", *args],
+            [sys.executable, "-m", "kedro", *args],
             cwd=self.path,
             env=full_env,
             capture_output=True,

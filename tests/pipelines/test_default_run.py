@@ -141,3 +141,19 @@ def test_extraction_is_deterministic(project):
     done = project.run("--pipelines=extraction")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in codes_dir.glob("*.pt")} == before
+
+
+def test_compare_pipeline_runs_both_arms(project):
+    done = project.run("--pipelines=compare")
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(out(project, f"08_reporting/{KG}/compare/vq_vs_rq.csv")).set_index("arm")
+    assert table.loc["vq", "num_quantizers"] == 1 and table.loc["rq", "num_quantizers"] == 2
+    assert table.loc["vq", "tokens_per_entity"] * 2 == table.loc["rq", "tokens_per_entity"]
+    assert (table["codes_only/test/mrr"] > 0.2).all()
+    # plain VQ keeps the seed's VQ file names: [M, L] codes
+    vq_codes = out(project, f"07_model_output/{KG}/compare/vq/codes")
+    meta = json.loads((vq_codes / "codes_manifest.json").read_text())
+    stem = meta["current"].removesuffix(".json")
+    assert not stem.endswith("_rq") and torch.load(vq_codes / f"{stem}.pt", weights_only=True).ndim == 2
+    assert (vq_codes / f"{stem}_emd.pt").is_file()
+    assert "| vq | 1 |" in out(project, f"08_reporting/{KG}/compare/vq_vs_rq.md").read_text()

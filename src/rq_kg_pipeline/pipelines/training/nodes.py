@@ -61,24 +61,33 @@ def train_model(
     dataset_name: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train (or resume) the RQGCN; returns the best model as an artifact dict and the per-epoch history."""
+    return train_and_track(
+        graph, train_ids, valid_ids, test_ids, model_params, fit_config, checkpoint_root, dataset_name, "train.", ""
+    )
+
+
+def train_and_track(
+    graph: KGGraph,
+    train_ids: pd.DataFrame,
+    valid_ids: pd.DataFrame,
+    test_ids: pd.DataFrame,
+    model_params: ModelParams,
+    fit_config: TrainConfig,
+    checkpoint_root: str,
+    dataset_name: str,
+    metric_prefix: str,
+    tag_prefix: str,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`train_model` with its MLflow metric and tag names prefixed (arms of a comparison share a run)."""
     train, valid, test = id_tensor(train_ids), id_tensor(valid_ids), id_tensor(test_ids)
     model_config = resolve_model_config(model_params, graph.num_entities)
     torch.manual_seed(fit_config.seed)  # initial weights depend on the seed, not on what ran before
     model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
     filter_index = FilterIndex.build([train, valid, test], graph.num_entities, graph.num_relations)
     run_dir = Path(checkpoint_root) / _run_key(model_config, fit_config, train, valid)
-    set_tags(
-        {
-            "dataset": dataset_name,
-            "num_quantizers": model_config["num_quantizers"],
-            "num_code": model_config["num_code"],
-            "seq_len": model_config["seq_len"],
-            "backend": model_config["backend"],
-            "device": str(fit_config.resolve_device()),
-            "git_commit": git_commit(),
-            "checkpoint_dir": str(run_dir),
-        }
-    )
+    tags = {"num_quantizers": model_config["num_quantizers"], "num_code": model_config["num_code"], "seq_len": model_config["seq_len"]}
+    tags.update({"backend": model_config["backend"], "device": str(fit_config.resolve_device()), "checkpoint_dir": str(run_dir)})
+    set_tags({"dataset": dataset_name, "git_commit": git_commit(), **{tag_prefix + k: v for k, v in tags.items()}})
     result = fit(
         model,
         graph,
@@ -87,19 +96,18 @@ def train_model(
         filter_index,
         fit_config,
         checkpoint_dir=run_dir,
-        on_epoch_end=lambda epoch, metrics: log_metrics(metrics, step=epoch, prefix="train."),
+        on_epoch_end=lambda epoch, metrics: log_metrics(metrics, step=epoch, prefix=metric_prefix),
         model_config=model_config,
     )
-    log_metrics({"best_epoch": result.best_epoch, "best_valid_mrr": result.best_valid_mrr, "train_seconds": result.train_seconds}, prefix="train.")
+    summary = {"best_epoch": result.best_epoch, "best_valid_mrr": result.best_valid_mrr, "train_seconds": result.train_seconds}
+    log_metrics(summary, prefix=metric_prefix)
     artifact = model_artifact(
         model_config,
         graph.num_entities,
         graph.num_relations,
         result.best_state_dict,
         dataset=dataset_name,
-        best_epoch=result.best_epoch,
-        best_valid_mrr=result.best_valid_mrr,
-        train_seconds=result.train_seconds,
         fit_config=fit_config.to_dict(),
+        **summary,
     )
     return artifact, pd.DataFrame(result.history)
