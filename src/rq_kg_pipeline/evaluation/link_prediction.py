@@ -18,22 +18,33 @@ from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.models.rqgcn import RQGCN
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _scorer(model: RQGCN, queries: torch.Tensor, relations: torch.Tensor, candidates: torch.Tensor) -> ScoreFn:
+    """ScoreFn over precomputed tables; ids may come on any device."""
+    device = candidates.device
+    return lambda heads, rels: model.score(queries[heads.to(device)], rels.to(device), relations, candidates).float()
+
+
 @torch.no_grad()
 def codes_only_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor) -> ScoreFn:
     """Scores [B, M] of (head, rel) queries where entities exist only as their codes [M, L, Q]."""
     model.eval()
-    entities = model.entity_vectors_from_codes(codes.to(graph.device).long())  # [M, D]
-    _, relations = model.encode(graph)  # [2R, D]
-    return lambda heads, rels: model.score(entities[heads], rels, relations, entities).float()
+    device = model_device(model)
+    entities = model.entity_vectors_from_codes(codes.to(device).long())  # [M, D]
+    _, relations = model.encode(graph.to(device))  # [2R, D]
+    return _scorer(model, entities, relations, entities)
 
 
 @torch.no_grad()
 def continuous_score_fn(model: RQGCN, graph: KGGraph) -> ScoreFn:
     """Scores [B, M] from the unquantized path: aggregate(latent_sequence(x_h)) against the GCN table."""
     model.eval()
-    entities, relations = model.encode(graph)  # [M, D], [2R, D]
+    entities, relations = model.encode(graph.to(model_device(model)))  # [M, D], [2R, D]
     queries = model.continuous_query_vectors(entities)  # [M, D]
-    return lambda heads, rels: model.score(queries[heads], rels, relations, entities).float()
+    return _scorer(model, queries, relations, entities)
 
 
 def evaluate_splits(
@@ -55,6 +66,6 @@ def evaluate_splits(
     results: dict[str, float] = {}
     for arm, (score_fn, arm_splits) in arms.items():
         for split, triples in arm_splits.items():
-            ranks = filtered_ranks(score_fn, triples.to(graph.device), filter_index, graph.num_relations, batch_size)
+            ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size)
             results.update({f"{arm}/{split}/{k}": v for k, v in rank_metrics(ranks).items()})
     return results

@@ -1,0 +1,164 @@
+"""Train the seed's FB15k-237 recipe for a time budget and report speed and quality.
+
+Plain library use (no Kedro), so it runs wherever torch and pandas are: a GPU machine
+included. Settings come from conf/fb15k237/parameters_training.yml (one source of truth).
+Training advances in chunks of ``--eval-every`` epochs through the loop's own
+checkpoint/resume, and stops at ``--epochs`` or once ``--minutes`` have passed.
+
+    python benchmarks/train_fb15k237.py --data ../shared/data/FB15k-237 --out /tmp/fb --minutes 7
+
+Writes to --out: history.csv, link_prediction.json (valid/test, codes only / continuous /
+shuffled codes), code_statistics.json, and the model artifact split into files of < 15 MB
+(model.part*.pt; ``load_parts`` reassembles it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from rq_kg_pipeline.codes.extraction import extract_codes
+from rq_kg_pipeline.evaluation.link_prediction import evaluate_splits
+from rq_kg_pipeline.evaluation.ranking import FilterIndex
+from rq_kg_pipeline.kg.graph import build_graph
+from rq_kg_pipeline.kg.indexing import SPLITS, index_kg
+from rq_kg_pipeline.kg.tsv import read_triples
+from rq_kg_pipeline.models.persistence import model_artifact
+from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.loop import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+PART_BYTES = 15 * 2**20
+
+
+def save_parts(artifact: dict, out: Path) -> list[Path]:
+    """Split the artifact's state dict over files below PART_BYTES each (transfer limits);
+    a tensor larger than that is cut into row blocks named ``name@block``."""
+    pieces: list[tuple[str, torch.Tensor]] = []
+    for name, tensor in artifact["state_dict"].items():
+        rows = max(1, PART_BYTES // max(1, tensor[0].numel() * tensor.element_size())) if tensor.ndim else 1
+        blocks = tensor.split(rows) if tensor.ndim and tensor.numel() * tensor.element_size() > PART_BYTES else [tensor]
+        pieces += [(f"{name}@{i}" if len(blocks) > 1 else name, b.clone()) for i, b in enumerate(blocks)]
+    parts, current, size = [], {}, 0
+    for name, tensor in pieces:
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > PART_BYTES:
+            parts.append(current)
+            current, size = {}, 0
+        current[name], size = tensor, size + nbytes
+    parts.append(current)
+    paths = []
+    for i, part in enumerate(parts):
+        payload = {**artifact, "state_dict": part} if i == 0 else {"state_dict": part}
+        paths.append(out / f"model.part{i}.pt")
+        torch.save(payload, paths[-1])
+    return paths
+
+
+def load_parts(folder: Path) -> dict:
+    """Inverse of :func:`save_parts`: one artifact with whole tensors."""
+    files = sorted(folder.glob("model.part*.pt"), key=lambda p: int(p.stem.removeprefix("model.part")))
+    artifact = torch.load(files[0], weights_only=True)
+    for path in files[1:]:
+        artifact["state_dict"].update(torch.load(path, weights_only=True)["state_dict"])
+    blocks: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    state = {}
+    for name, tensor in artifact["state_dict"].items():
+        base, _, index = name.partition("@")
+        if index:
+            blocks.setdefault(base, []).append((int(index), tensor))
+        else:
+            state[name] = tensor
+    state.update({base: torch.cat([t for _, t in sorted(parts)]) for base, parts in blocks.items()})
+    artifact["state_dict"] = state
+    return artifact
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "FB15k-237")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the config's (800)")
+    parser.add_argument("--eval-every", type=int, default=None, help="default: the config's")
+    parser.add_argument("--minutes", type=float, default=1e9, help="stop after the chunk that passes this")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--checkpoints", type=Path, default=None, help="default: OUT/checkpoints")
+    args = parser.parse_args()
+
+    params = yaml.safe_load((ROOT / "conf" / "fb15k237" / "parameters_training.yml").read_text())["training"]
+    model_config = {**params["model"], "conve_dropout": tuple(params["model"]["conve_dropout"])}
+    config = TrainConfig(**params["fit"])
+    config = replace(
+        config,
+        epochs=args.epochs or config.epochs,
+        eval_every=args.eval_every or config.eval_every,
+        checkpoint_every=args.eval_every or config.eval_every,
+        device=args.device or config.device,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    indexed = index_kg({s: read_triples(args.data / f"{s}.txt") for s in SPLITS}, unseen_policy="keep")
+    ids = {s: torch.from_numpy(a) for s, a in indexed.splits.items()}
+    graph = build_graph(ids["train"], indexed.num_entities, indexed.num_relations)
+    filter_index = FilterIndex.build(list(ids.values()), graph.num_entities, graph.num_relations)
+    print(f"data: {indexed.num_entities} entities, {graph.num_edges} edges, {time.perf_counter() - t0:.1f} s", flush=True)
+
+    torch.manual_seed(config.seed)
+    model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
+    device = config.resolve_device()
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters", flush=True)
+    start = time.perf_counter()
+    result = None
+    for target in range(config.eval_every, config.epochs + config.eval_every, config.eval_every):
+        chunk = replace(config, epochs=min(target, config.epochs))
+        result = fit(model, graph, ids["train"], ids["valid"], filter_index, chunk,
+                     checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config)
+        last = result.history[-1]
+        print(f"epoch {result.last_epoch}: loss {last['loss']:.4f} valid_mrr {last.get('valid_mrr', float('nan')):.4f} "
+              f"epoch {last['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        if result.stopped_early or time.perf_counter() - start > args.minutes * 60 or result.last_epoch >= config.epochs:
+            break
+
+    history = pd.DataFrame(result.history)
+    history.to_csv(args.out / "history.csv", index=False)
+    artifact = model_artifact(model_config, graph.num_entities, graph.num_relations,
+                              result.best_state_dict, dataset="FB15k-237", best_epoch=result.best_epoch,
+                              best_valid_mrr=result.best_valid_mrr, train_seconds=result.train_seconds,
+                              fit_config=config.to_dict())
+    save_parts(artifact, args.out)
+    model.load_state_dict(result.best_state_dict)
+    model.eval()
+    extracted = extract_codes(model, graph)
+    (args.out / "code_statistics.json").write_text(json.dumps(extracted.statistics, indent=1))
+    metrics = evaluate_splits(model, graph, extracted.codes.to(device), {"valid": ids["valid"], "test": ids["test"]},
+                              filter_index.to(device), batch_size=config.eval_batch_size)
+    (args.out / "link_prediction.json").write_text(json.dumps(metrics, indent=1))
+    summary = {
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+        "epochs": result.last_epoch,
+        "best_epoch": result.best_epoch,
+        "median_epoch_seconds": float(history["epoch_seconds"].median()),
+        "median_eval_seconds": float(history["eval_seconds"].dropna().median()),
+        "train_seconds": result.train_seconds,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "codes_only_test_mrr": metrics["codes_only/test/mrr"],
+        "continuous_test_mrr": metrics["continuous/test/mrr"],
+        "shuffled_codes_test_mrr": metrics["shuffled_codes/test/mrr"],
+        **{k: v for k, v in extracted.statistics.items() if k.startswith(("utilisation", "unique", "reconstruction"))},
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
