@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 
 class _Params(BaseModel):
@@ -101,7 +101,7 @@ class GenLLMDataParams(_Params):
     num_answers: int = Field(3, ge=1)
     train_sources: list[Literal["train", "valid"]] = ["train"]
     negatives_per_positive: dict[Split, int] = {"train": 16, "valid": 1, "test": 1}
-    max_examples: dict[Split, int | None] = {"train": None, "valid": None, "test": None}
+    max_examples: dict[Split, NonNegativeInt | None] = {"train": None, "valid": None, "test": None}
     without_codes_fraction: float = Field(0.0, ge=0, le=1)
     shuffle: bool = True
     seed: int = 0
@@ -121,6 +121,10 @@ class GenLLMDataParams(_Params):
 
 
 class CompareArm(_Params):
-    """One arm of ``compare:``: the training settings it changes (the rest come from ``training``)."""
+    """One arm of ``compare:``: the model settings it changes; unset ones come from
+    ``training.model`` of the run's environment."""
 
-    num_quantizers: int | Literal["auto"]
+    num_quantizers: int | Literal["auto"] | None = None
+
+    def apply(self, model: ModelParams) -> ModelParams:
+        return ModelParams(**{**model.model_dump(), **self.model_dump(exclude_none=True)})

@@ -1,4 +1,4 @@
-"""ConvE scorer: shape helper, validation, scoring against candidates with per-entity bias."""
+"""ConvE scorer: shape helper, validation, scoring against candidates (no per-entity parameter)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ def test_default_shape_is_most_square(dim: int, shape: tuple[int, int]) -> None:
     assert default_conve_shape(dim) == shape
 
 
-def test_scores_are_query_dot_candidates_plus_bias() -> None:
+def test_scores_are_query_dot_candidates() -> None:
     torch.manual_seed(0)
-    scorer = ConvEScorer(32, 4, 8, num_filters=6, kernel_size=3, num_entities=11).eval()
-    with torch.no_grad():
-        scorer.bias.copy_(torch.arange(11.0))
+    scorer = ConvEScorer(32, 4, 8, num_filters=6, kernel_size=3).eval()
     ent, rel, cands = torch.randn(5, 32), torch.randn(5, 32), torch.randn(11, 32)
     logits = scorer(ent, rel, cands)
     assert logits.shape == (5, 11)
-    torch.testing.assert_close(logits, scorer.query(ent, rel) @ cands.t() + torch.arange(11.0))
+    torch.testing.assert_close(logits, scorer.query(ent, rel) @ cands.t())
+    # A candidate's score depends on its vector only: no table indexed by entity id.
+    assert not any("bias" in name and p.ndim == 1 and p.numel() == 11 for name, p in scorer.named_parameters())
     subset = torch.tensor([3, 7])
-    torch.testing.assert_close(scorer(ent, rel, cands[subset], subset), logits[:, subset])
+    torch.testing.assert_close(scorer(ent, rel, cands[subset]), logits[:, subset])
     # The relation matters: swapping it changes the scores.
     assert not torch.allclose(scorer(ent, rel.flip(0), cands), logits)
 
@@ -35,15 +35,14 @@ def test_scores_are_query_dot_candidates_plus_bias() -> None:
         ((32, 4, 8), {"kernel_size": 9}, "kernel_size"),
         ((7, 1, 7), {}, "kernel_size"),
         ((32, 4, 8), {"input_drop": 1.5}, "input_drop"),
-        ((32, 4, 8), {"num_entities": None}, "num_entities"),
     ],
 )
 def test_invalid_parameters_are_rejected(args: tuple, kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        ConvEScorer(*args, **({"num_entities": 5} | kwargs))
+        ConvEScorer(*args, **kwargs)
 
 
-def test_candidate_count_must_match_bias() -> None:
-    scorer = ConvEScorer(32, 4, 8, kernel_size=3, num_entities=11)
+def test_candidates_must_have_the_model_dimension() -> None:
+    scorer = ConvEScorer(32, 4, 8, kernel_size=3)
     with pytest.raises(ValueError, match="candidates"):
-        scorer(torch.randn(2, 32), torch.randn(2, 32), torch.randn(10, 32))
+        scorer(torch.randn(2, 32), torch.randn(2, 32), torch.randn(10, 16))

@@ -128,3 +128,15 @@ def load_entity_codes(directory: str | Path) -> EntityCodes:
 
 
 _DERIVED = {"files", "codes_shape", "codes_dtype", "embeddings_shape", "seq_len", "num_quantizers", "layout"}
+
+
+def check_codes_match(bundle: EntityCodes, state_dict: Mapping[str, torch.Tensor] | None = None, entity_labels: list[str] | None = None) -> None:
+    """Refuse codes that were extracted from other weights or for another entity order
+    (e.g. after retraining without re-extracting): they would silently mean other entities."""
+    if state_dict is not None and bundle.meta.get("checkpoint_sha256") != state_dict_sha256(state_dict):
+        raise ValueError(
+            f"the entity codes were extracted from checkpoint {bundle.meta.get('checkpoint_sha256', 'unknown')[:12]}, "
+            "not from the current model: run the extraction pipeline again (kedro run --pipelines=extraction)"
+        )
+    if entity_labels is not None and bundle.meta.get("entities") is not None and bundle.meta["entities"] != list(entity_labels):
+        raise ValueError("the entity codes follow another entity vocabulary than the current one: run extraction again")

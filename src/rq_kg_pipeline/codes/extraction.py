@@ -27,8 +27,7 @@ def extract_codes(model: RQGCN, graph: KGGraph, batch_size: int = 4096, disambig
     (the training path), quantize, and measure: unique-code rate, per-level usage, and the
     reconstruction error of the latents after each residual level."""
     model.eval()
-    ent, _ = model.encode(graph.to(next(model.parameters()).device))  # [M, D]
-    latents = torch.cat([model.latent_sequence(ent[s : s + batch_size]) for s in range(0, ent.shape[0], batch_size)])  # [M, L, D]
+    latents = model.all_latent_sequences(graph.to(next(model.parameters()).device), batch_size)  # [M, L, D]
     codes = model.quantizer.cal_codes(latents)  # [M, L, Q]
     embeddings = model.quantizer.decode_from_codes(codes)  # [M, L, D]
     stats: dict[str, Any] = code_statistics(codes, model.num_code)

@@ -17,7 +17,7 @@ COLUMNS = {
     "continuous/test/mrr": "continuous test MRR",
     "unique_code_rate": "unique-code rate",
     "mean_utilisation": "mean utilisation",
-    "final_reconstruction_mse": "reconstruction MSE",
+    "relative_reconstruction_error": "reconstruction MSE / latent power",
     "train_seconds": "training s",
 }
 
@@ -31,7 +31,8 @@ def comparison_row(link_prediction: Mapping[str, float], code_stats: Mapping[str
         **{k: link_prediction[k] for k in COLUMNS if k in link_prediction},
         "unique_code_rate": code_stats["unique_code_rate"],
         "mean_utilisation": sum(code_stats[f"utilisation_l{q + 1}"] for q in range(levels)) / levels,
-        "final_reconstruction_mse": code_stats[f"reconstruction_mse_l{levels}"],
+        # relative to the latents' mean square: arms have latents of different scales
+        "relative_reconstruction_error": code_stats[f"reconstruction_mse_l{levels}"] / code_stats["latent_mean_square"],
         "train_seconds": train_seconds,
     }
 

@@ -246,8 +246,8 @@ def top_k_filtered(
     """Top-k entity ids [N, k] (int64, CPU) per query (entity [N], relation [N] in [0, 2R)),
     best first, with every known answer filtered out except the query's own ``keep`` [N] target.
 
-    Ties are broken by the lower entity id. If fewer than k entities remain after filtering,
-    the row is padded with -1.
+    Ties are broken by the lower entity id. If fewer than k entities remain after filtering
+    (or some score -inf), the row is padded with -1.
     """
     _check_batch_size(batch_size)
     num_entities = filter_index.num_entities
@@ -279,10 +279,9 @@ def top_k_filtered(
         if keep is not None:
             kept = keep[start : start + batch_size].long().to(device)
             filtered[torch.arange(kept.numel(), device=device), kept] = False
-        # Best first with ties by lower id (stable sort), then filtered entities moved last.
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # [B, M]
-        moved = torch.sort(filtered.gather(1, order).to(torch.uint8), dim=1, stable=True).indices
-        order = order.gather(1, moved)[:, :k]  # [B, k]
-        top = torch.where(filtered.gather(1, order), torch.full_like(order, -1), order)
+        # Filtered entities sink to -inf; one stable sort puts the best first, ties by lower id.
+        ranked = scores.masked_fill(filtered, float("-inf"))
+        values, order = torch.sort(ranked, dim=1, descending=True, stable=True)  # [B, M]
+        top = torch.where(values[:, :k] == float("-inf"), torch.full_like(order[:, :k], -1), order[:, :k])
         out.append(top.cpu())
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)

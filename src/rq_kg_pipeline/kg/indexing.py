@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 
 from rq_kg_pipeline.kg.tsv import TRIPLE_COLUMNS, KGFormatError
 from rq_kg_pipeline.kg.vocab import build_vocab, to_ids
@@ -112,3 +113,11 @@ def index_kg(raw: dict[str, pd.DataFrame], unseen_policy: UnseenPolicy = "error"
 
 def _source(frame: pd.DataFrame) -> str:
     return frame.attrs.get("source", "<triples>")
+
+
+ID_COLUMNS = ["head", "relation", "tail"]
+
+
+def id_triples(frame: pd.DataFrame) -> torch.Tensor:
+    """[N, 3] int64 (head, relation, tail) from an id-triples table (the ``*_ids`` parquet files)."""
+    return torch.tensor(frame[ID_COLUMNS].to_numpy(), dtype=torch.long)

@@ -2,7 +2,11 @@
 
 The query entity and relation vectors [D] are each reshaped to a [k_h, k_w] image and stacked
 to [2*k_h, k_w]; bn -> dropout -> conv -> bn -> relu -> dropout -> fc (-> D) -> dropout -> bn
--> relu gives a query vector that is dotted with every candidate [M, D], plus a per-entity bias.
+-> relu gives a query vector that is dotted with every candidate [M, D].
+
+Unlike the original ConvE there is no learned bias per candidate entity: such a table would
+tell the scorer who an entity is without going through its codes, and codes-only scoring
+must see entities only through the vectors decoded from their codes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def default_conve_shape(dim: int) -> tuple[int, int]:
 
 
 class ConvEScorer(nn.Module):
-    """ConvE scoring head with a learned bias per candidate entity."""
+    """ConvE scoring head: (entity, relation) image -> query vector, dotted with candidates."""
 
     def __init__(
         self,
@@ -35,11 +39,8 @@ class ConvEScorer(nn.Module):
         input_drop: float = 0.2,
         feature_drop: float = 0.3,
         hidden_drop: float = 0.3,
-        num_entities: int | None = None,
     ) -> None:
         super().__init__()
-        if num_entities is None or num_entities < 1:
-            raise ValueError(f"num_entities must be given and >= 1, got {num_entities}")
         if k_h < 1 or k_w < 1 or k_h * k_w != dim:
             raise ValueError(f"k_h * k_w must equal dim: k_h={k_h}, k_w={k_w}, dim={dim} (see default_conve_shape)")
         if num_filters < 1:
@@ -61,7 +62,6 @@ class ConvEScorer(nn.Module):
         self.fc = nn.Linear(flat, dim)
         self.hidden_drop = nn.Dropout(hidden_drop)
         self.bn2 = nn.BatchNorm1d(dim)
-        self.bias = nn.Parameter(torch.zeros(num_entities))  # [M]
 
     def query(self, ent: Tensor, rel: Tensor) -> Tensor:
         """ent [B, D], rel [B, D] -> query vector [B, D] (before the dot with candidates)."""
@@ -73,11 +73,8 @@ class ConvEScorer(nn.Module):
         x = self.hidden_drop(self.fc(x.flatten(1)))  # [B, D]
         return F.relu(self.bn2(x))
 
-    def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor, candidate_ids: Tensor | None = None) -> Tensor:
-        """Logits [B, M'] against candidates [M', D]; bias of entity ``candidate_ids[j]`` (default: j)."""
-        bias = self.bias if candidate_ids is None else self.bias[candidate_ids]  # [M']
-        if candidates.ndim != 2 or candidates.shape[1] != self.dim or candidates.shape[0] != bias.shape[0]:
-            raise ValueError(
-                f"candidates must be [{bias.shape[0]}, {self.dim}] (one row per entity, or per candidate_ids), got {tuple(candidates.shape)}"
-            )
-        return self.query(ent, rel) @ candidates.t() + bias
+    def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
+        """Logits [B, M] of queries (ent [B, D], rel [B, D]) against candidates [M, D]."""
+        if candidates.ndim != 2 or candidates.shape[1] != self.dim:
+            raise ValueError(f"candidates must be [M, {self.dim}], got {tuple(candidates.shape)}")
+        return self.query(ent, rel) @ candidates.t()

@@ -30,8 +30,10 @@ def model_artifact(
     }
 
 
-def load_model(artifact: Mapping[str, Any], device: torch.device | str = "cpu") -> RQGCN:
-    """Rebuild the RQGCN of :func:`model_artifact` in eval mode."""
+def load_model(artifact: Mapping[str, Any], device: torch.device | str = "auto") -> RQGCN:
+    """Rebuild the RQGCN of :func:`model_artifact` in eval mode (``auto``: CUDA when available)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if artifact.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"unknown model artifact format {artifact.get('format')!r} (expected {ARTIFACT_FORMAT})")
     config = dict(artifact["model_config"])

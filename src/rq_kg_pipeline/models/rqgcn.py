@@ -97,7 +97,7 @@ class RQGCN(nn.Module):
         self.sequence_encoder = SequenceEncoder(gcn_dim, att_head, tf_layers, tf_dropout)
         self.quantizer = RQCodebook(num_code, gcn_dim, num_quantizers, beta, kmeans_init=kmeans_init, revive_dead_codes=revive_dead_codes)
         self.decoder = nn.Linear(seq_len * gcn_dim, gcn_dim)
-        self.scorer = ConvEScorer(gcn_dim, k_h, k_w, num_filters, kernel_size, *conve_dropout, num_entities=num_entities)
+        self.scorer = ConvEScorer(gcn_dim, k_h, k_w, num_filters, kernel_size, *conve_dropout)
 
     # ------------------------------------------------------------------ building blocks
     def encode(self, graph: KGGraph) -> tuple[Tensor, Tensor]:
@@ -143,6 +143,11 @@ class RQGCN(nn.Module):
         return RQGCNOutput(logits, quant, recon_loss)
 
     # ----------------------------------------------------------------------- extraction
+    @torch.no_grad()
+    def all_latent_sequences(self, graph: KGGraph, batch_size: int = 4096) -> Tensor:
+        """[M, L, D] latent sequences of every entity (before quantization), in eval mode."""
+        return self._all_entities(graph, batch_size, lambda z: z)
+
     def _all_entities(self, graph: KGGraph, batch_size: int, fn) -> Tensor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -27,7 +27,7 @@ def train_arm(arm_name: str):
         checkpoint_root: str,
         dataset_name: str,
     ) -> tuple[dict[str, Any], pd.DataFrame]:
-        params = ModelParams(**{**model_params.model_dump(), **arm.model_dump()})
+        params = arm.apply(model_params)
         prefix = f"compare.{arm_name}."
         return train_and_track(
             graph, train_ids, valid_ids, test_ids, params, fit_config, checkpoint_root, dataset_name, prefix, prefix

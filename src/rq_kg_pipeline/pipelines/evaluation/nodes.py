@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from rq_kg_pipeline.codes.entity_codes import EntityCodes
+from rq_kg_pipeline.codes.entity_codes import EntityCodes, check_codes_match
 from rq_kg_pipeline.evaluation.link_prediction import evaluate_splits
 from rq_kg_pipeline.evaluation.plots import (
     plot_code_projection,
@@ -18,10 +18,10 @@ from rq_kg_pipeline.evaluation.plots import (
 )
 from rq_kg_pipeline.evaluation.ranking import FilterIndex
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import load_model
 from rq_kg_pipeline.params import EvaluationParams
 from rq_kg_pipeline.pipelines.tracking import as_metrics_dataset
-from rq_kg_pipeline.pipelines.training.nodes import id_tensor
 
 
 def evaluate_link_prediction(
@@ -34,8 +34,9 @@ def evaluate_link_prediction(
     params: EvaluationParams,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Filtered ranking on valid and test (both directions, filtered by all splits)."""
+    check_codes_match(entity_codes, model_checkpoint["state_dict"])
     model = load_model(model_checkpoint)
-    splits = {"train": id_tensor(train_ids), "valid": id_tensor(valid_ids), "test": id_tensor(test_ids)}
+    splits = {"train": id_triples(train_ids), "valid": id_triples(valid_ids), "test": id_triples(test_ids)}
     filter_index = FilterIndex.build(list(splits.values()), graph.num_entities, graph.num_relations)
     results = evaluate_splits(
         model,

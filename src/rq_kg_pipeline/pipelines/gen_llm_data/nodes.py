@@ -9,15 +9,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from rq_kg_pipeline.codes.entity_codes import EntityCodes
+from rq_kg_pipeline.codes.entity_codes import EntityCodes, check_codes_match
 from rq_kg_pipeline.datasets.jsonl import JSONLinesFile
 from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn
 from rq_kg_pipeline.evaluation.ranking import FilterIndex, both_direction_queries, top_k_filtered
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import load_model
 from rq_kg_pipeline.params import GenLLMDataParams
 from rq_kg_pipeline.pipelines.tracking import log_metrics
-from rq_kg_pipeline.pipelines.training.nodes import id_tensor
 from rq_kg_pipeline.prompts.card import dataset_card
 from rq_kg_pipeline.prompts.examples import EntityText, link_prediction_examples, triple_classification_examples
 from rq_kg_pipeline.prompts.names import entity_display_names, relation_display_names
@@ -31,7 +31,7 @@ def _split_triples(
     train_ids: pd.DataFrame, valid_ids: pd.DataFrame, test_ids: pd.DataFrame, params: GenLLMDataParams
 ) -> dict[str, torch.Tensor]:
     """Positive triples per output split; train optionally adds valid (never test)."""
-    train, valid, test = id_tensor(train_ids), id_tensor(valid_ids), id_tensor(test_ids)
+    train, valid, test = id_triples(train_ids), id_triples(valid_ids), id_triples(test_ids)
     train_examples = torch.cat([train, valid]) if "valid" in params.train_sources else train
     return {"train": train_examples, "valid": valid, "test": test}
 
@@ -43,6 +43,7 @@ def prepare_entity_text(
     relation_vocab: pd.DataFrame,
 ) -> tuple[EntityText, list[str]]:
     """Names and rendered codes of every entity, relation names, and the new-token vocabulary."""
+    check_codes_match(entity_codes, entity_labels=entity_vocab.sort_values("id")["label"].tolist())
     names, fallbacks = entity_display_names(entity_vocab, entity_names)
     if fallbacks:
         log.info("%d of %d entities have no name in the names file; their ids are shown", fallbacks, len(names))
@@ -62,16 +63,26 @@ def rank_candidates(
     test_ids: pd.DataFrame,
     params: GenLLMDataParams,
 ) -> dict[str, torch.Tensor]:
-    """Filtered top-k candidates [2N, k] per split from the model's codes-only scores."""
+    """Filtered top-k candidates [2N, k] per split from the model's codes-only scores.
+
+    Train candidates are filtered with the train sources only, so which entities a train
+    prompt leaves out never depends on valid/test answers; valid/test use every split, as in
+    evaluation.
+    """
+    check_codes_match(entity_codes, model_checkpoint["state_dict"])
     model = load_model(model_checkpoint)
     splits = _split_triples(train_ids, valid_ids, test_ids, params)
-    known = [id_tensor(f) for f in (train_ids, valid_ids, test_ids)]
-    filter_index = FilterIndex.build(known, graph.num_entities, graph.num_relations)
+    every_split = [id_triples(f) for f in (train_ids, valid_ids, test_ids)]
+    filters = {
+        "train": FilterIndex.build([splits["train"]], graph.num_entities, graph.num_relations),
+        "all": FilterIndex.build(every_split, graph.num_entities, graph.num_relations),
+    }
     score_fn = codes_only_score_fn(model, graph, entity_codes.codes)
     k = min(params.candidates_k, graph.num_entities)
     candidates = {}
     for split, triples in splits.items():
         heads, rels, targets = both_direction_queries(triples, graph.num_relations)
+        filter_index = filters["train" if split == "train" else "all"]
         top = top_k_filtered(score_fn, heads, rels, filter_index, k, keep=targets, batch_size=params.batch_size)
         candidates[split] = top
         coverage = float((top == targets.unsqueeze(1)).any(dim=1).float().mean())
@@ -119,7 +130,7 @@ def triple_classification_split(split: str) -> Callable[..., Iterator[dict[str, 
         params: GenLLMDataParams,
     ) -> Iterator[dict[str, Any]]:
         triples = _split_triples(train_ids, valid_ids, test_ids, params)[split]
-        known = torch.cat([id_tensor(f) for f in (train_ids, valid_ids, test_ids)])
+        known = torch.cat([id_triples(f) for f in (train_ids, valid_ids, test_ids)])
         return triple_classification_examples(
             entity_text,
             triples,
@@ -137,6 +148,7 @@ def triple_classification_split(split: str) -> Callable[..., Iterator[dict[str, 
 
 def write_dataset_card(
     entity_codes: EntityCodes,
+    code_statistics: dict[str, Any],
     code_token_vocabulary: list[str],
     entity_text: EntityText,
     params: GenLLMDataParams,
@@ -161,4 +173,5 @@ def write_dataset_card(
         checkpoint_sha256=str(entity_codes.meta.get("checkpoint_sha256", "unknown")),
         parameters=params.model_dump(),
         example_entity=(entity_text.names[0], entity_text.codes[0]),
+        code_stats=code_statistics,
     )

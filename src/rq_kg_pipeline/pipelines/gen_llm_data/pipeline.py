@@ -36,6 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     ]
     card_inputs = {
         "entity_codes": "entity_codes",
+        "code_statistics": "code_statistics",
         "code_token_vocabulary": "code_token_vocabulary",
         "entity_text": "entity_text",
         "params": params,

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
 from rq_kg_pipeline.kg.dgl_import import to_dgl
 from rq_kg_pipeline.kg.graph import KGGraph, build_graph
-from rq_kg_pipeline.kg.indexing import index_kg
+from rq_kg_pipeline.kg.indexing import ID_COLUMNS, id_triples, index_kg
 from rq_kg_pipeline.kg.names import select_names
 from rq_kg_pipeline.kg.statistics import kg_statistics
 from rq_kg_pipeline.params import IngestionParams
 from rq_kg_pipeline.pipelines.tracking import as_metrics_dataset
-
-ID_COLUMNS = ["head", "relation", "tail"]
-
 
 def index_triples(
     raw_train: pd.DataFrame,
@@ -31,8 +27,7 @@ def index_triples(
 
 
 def build_training_graph(train_ids: pd.DataFrame, entity_vocab: pd.DataFrame, relation_vocab: pd.DataFrame) -> KGGraph:
-    ids = torch.tensor(train_ids[ID_COLUMNS].to_numpy(), dtype=torch.long)  # [N, 3]
-    return build_graph(ids, len(entity_vocab), len(relation_vocab))
+    return build_graph(id_triples(train_ids), len(entity_vocab), len(relation_vocab))
 
 
 def convert_to_dgl(graph: KGGraph):

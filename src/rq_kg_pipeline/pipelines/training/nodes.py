@@ -13,6 +13,7 @@ import torch
 
 from rq_kg_pipeline.evaluation.ranking import FilterIndex
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import model_artifact
 from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.params import ModelParams, auto_num_quantizers
@@ -21,14 +22,6 @@ from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.loop import fit
 
 log = logging.getLogger(__name__)
-ID_COLUMNS = ["head", "relation", "tail"]
-
-
-def id_tensor(frame: pd.DataFrame) -> torch.Tensor:
-    """[N, 3] int64 (head, relation, tail) from an id-triples table."""
-    return torch.tensor(frame[ID_COLUMNS].to_numpy(), dtype=torch.long)
-
-
 def resolve_model_config(params: ModelParams, num_entities: int) -> dict[str, Any]:
     """Constructor arguments of RQGCN, with ``num_quantizers: auto`` chosen by KG size."""
     config = params.model_dump()
@@ -42,7 +35,8 @@ def resolve_model_config(params: ModelParams, num_entities: int) -> dict[str, An
 def _run_key(model_config: dict, fit_config: TrainConfig, train: torch.Tensor, valid: torch.Tensor) -> str:
     """Checkpoints of one (data, model, fit) combination live in their own folder, so a rerun with
     other settings starts fresh while a rerun of the same command resumes. ``epochs`` and
-    ``patience`` are left out: raising them continues a finished run instead of restarting it."""
+    ``patience`` are left out: raising them continues a run that finished its epochs instead of
+    restarting it (a run that stopped early stays stopped)."""
     fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in ("epochs", "patience")}
     digest = hashlib.sha256(json.dumps([model_config, fit_settings], sort_keys=True).encode())
     digest.update(train.numpy().tobytes())
@@ -79,7 +73,7 @@ def train_and_track(
     tag_prefix: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """:func:`train_model` with its MLflow metric and tag names prefixed (arms of a comparison share a run)."""
-    train, valid, test = id_tensor(train_ids), id_tensor(valid_ids), id_tensor(test_ids)
+    train, valid, test = id_triples(train_ids), id_triples(valid_ids), id_triples(test_ids)
     model_config = resolve_model_config(model_params, graph.num_entities)
     torch.manual_seed(fit_config.seed)  # initial weights depend on the seed, not on what ran before
     model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
