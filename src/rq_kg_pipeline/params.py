@@ -95,7 +95,8 @@ Split = Literal["train", "valid", "test"]
 class GenLLMDataParams(_Params):
     """``gen_llm_data:`` block. Train examples come from ``train_sources`` (the reference adds
     valid to train; test never); valid/test examples from their own split. Candidate lists are
-    the model's filtered top-``candidates_k`` from codes."""
+    the model's filtered top-``candidates_k`` from codes; ``train_only_answerable`` keeps only
+    train queries whose answer is among them (the reference's training data)."""
 
     candidates_k: int = Field(20, ge=1)
     num_answers: int = Field(3, ge=1)
@@ -103,9 +104,11 @@ class GenLLMDataParams(_Params):
     negatives_per_positive: dict[Split, int] = {"train": 16, "valid": 1, "test": 1}
     max_examples: dict[Split, NonNegativeInt | None] = {"train": None, "valid": None, "test": None}
     without_codes_fraction: float = Field(0.0, ge=0, le=1)
+    train_only_answerable: bool = False
     shuffle: bool = True
     seed: int = 0
     batch_size: int = Field(512, ge=1)
+    mlflow_max_mb: float = Field(500.0, ge=0)
 
     @model_validator(mode="after")
     def _every_split(self) -> GenLLMDataParams:

@@ -216,3 +216,17 @@ def test_filter_index_on_fb15k237(fb15k237_dir) -> None:
     hits = torch.zeros(len(valid), dtype=torch.bool)
     hits[rows[known == valid[rows, 0]]] = True
     assert bool(hits.all())
+
+
+def test_top_k_with_many_ties_and_filtered_entries_matches_brute_force() -> None:
+    from rq_kg_pipeline.evaluation.ranking import _top_k_lowest_id_ties
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        m, k = int(torch.randint(5, 40, (1,), generator=g)), int(torch.randint(1, 6, (1,), generator=g))
+        ranked = torch.randint(0, 4, (5, m), generator=g).float()  # few distinct values: many ties
+        ranked[torch.rand(5, m, generator=g) < 0.5] = float("-inf")  # filtered
+        got = _top_k_lowest_id_ties(ranked, k)
+        for row in range(5):
+            best = sorted(range(m), key=lambda j: (-ranked[row, j].item(), j))[:k]
+            assert got[row].tolist() == [j if ranked[row, j] > float("-inf") else -1 for j in best]

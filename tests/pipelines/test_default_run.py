@@ -81,6 +81,8 @@ def test_mlflow_run_has_params_per_epoch_metrics_and_artifacts(project):
         assert name in run.data.metrics, name
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "plots", "reports", "llm_data"} <= artifacts
+    llm_files = {a.path for a in client.list_artifacts(run.info.run_id, "llm_data")}
+    assert "llm_data/link_prediction_test.jsonl" in llm_files and "llm_data/README.md" in llm_files
 
 
 def read_jsonl(path: Path) -> list[dict]:

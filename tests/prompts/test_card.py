@@ -5,14 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from rq_kg_pipeline.prompts.card import dataset_card, sha256_file
-
-
-def test_sha256_file(tmp_path: Path) -> None:
-    path = tmp_path / "ckpt.pt"
-    payload = bytes(range(256)) * 5000
-    path.write_bytes(payload)
-    assert sha256_file(path, chunk_bytes=1000) == hashlib.sha256(payload).hexdigest()
+from rq_kg_pipeline.prompts.card import dataset_card
 
 
 def test_card_content() -> None:

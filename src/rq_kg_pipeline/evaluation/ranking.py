@@ -234,6 +234,23 @@ def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
+def _top_k_lowest_id_ties(ranked: torch.Tensor, k: int) -> torch.Tensor:
+    """Ids [B, k] of the k best scores per row of ranked [B, M], ties broken by the lower id,
+    -1 where the score is -inf (filtered). A full sort of [B, M] is what this avoids: the
+    k-th best value fixes which entries make it (all better ones, then the lowest-id equal
+    ones), and only those k are sorted."""
+    kth = ranked.topk(k, dim=1).values[:, -1:]  # [B, 1]
+    better = ranked > kth  # [B, M]
+    equal = ranked == kth
+    room = k - better.sum(dim=1, keepdim=True)  # [B, 1] places left for ties at the k-th value
+    chosen = better | (equal & (equal.cumsum(dim=1) <= room))  # exactly k per row
+    ids = chosen.nonzero()[:, 1].view(ranked.shape[0], k)  # [B, k] ascending ids
+    values = ranked.gather(1, ids)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices  # ties keep id order
+    ids, values = ids.gather(1, order), values.gather(1, order)
+    return torch.where(values == float("-inf"), torch.full_like(ids, -1), ids)
+
+
 def top_k_filtered(
     score_fn: ScoreFn,
     queries_ent: torch.Tensor,
@@ -279,9 +296,6 @@ def top_k_filtered(
         if keep is not None:
             kept = keep[start : start + batch_size].long().to(device)
             filtered[torch.arange(kept.numel(), device=device), kept] = False
-        # Filtered entities sink to -inf; one stable sort puts the best first, ties by lower id.
-        ranked = scores.masked_fill(filtered, float("-inf"))
-        values, order = torch.sort(ranked, dim=1, descending=True, stable=True)  # [B, M]
-        top = torch.where(values[:, :k] == float("-inf"), torch.full_like(order[:, :k], -1), order[:, :k])
+        top = _top_k_lowest_id_ties(scores.masked_fill(filtered, float("-inf")), k)  # [B, k]
         out.append(top.cpu())
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)

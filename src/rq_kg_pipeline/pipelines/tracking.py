@@ -29,6 +29,19 @@ def set_tags(tags: Mapping[str, object]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+def log_artifacts_up_to(paths: list[Path], max_total_mb: float, artifact_path: str) -> bool:
+    """Log files as MLflow artifacts unless together they exceed ``max_total_mb`` (instruction
+    sets of a large KG run to gigabytes: copying them into the tracking store helps nobody)."""
+    if mlflow.active_run() is None:
+        return False
+    total_mb = sum(p.stat().st_size for p in paths) / 2**20
+    if total_mb > max_total_mb:
+        return False
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    return True
+
+
 def git_commit() -> str:
     """The checkout's commit (with '-dirty' when it has local changes), or 'unknown' outside git."""
     cwd = Path(__file__).resolve().parent

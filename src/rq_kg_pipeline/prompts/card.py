@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rq_kg_pipeline.prompts.tokens import code_token, disambiguation_token
-
-
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (e.g. the checkpoint the codes came from), read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _format_description(num_codes: int, num_quantizers: int, seq_len: int, max_disambiguation: int) -> list[str]:

@@ -46,6 +46,7 @@ def link_prediction_examples(
     seed: int,
     max_examples: int | None,
     without_codes_fraction: float,
+    only_answer_in_candidates: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Records for queries (entity [N], relation [N], target [N]) with their candidates [N, k];
     queries come from :func:`~rq_kg_pipeline.evaluation.ranking.both_direction_queries`."""
@@ -61,6 +62,7 @@ def link_prediction_examples(
         text.relation_names,
         num_answers=num_answers,
         without_codes=_without_codes(len(order), without_codes_fraction, seed),
+        only_answer_in_candidates=only_answer_in_candidates,
     )
 
 

@@ -17,7 +17,7 @@ from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import load_model
 from rq_kg_pipeline.params import GenLLMDataParams
-from rq_kg_pipeline.pipelines.tracking import log_metrics
+from rq_kg_pipeline.pipelines.tracking import log_artifacts_up_to, log_metrics
 from rq_kg_pipeline.prompts.card import dataset_card
 from rq_kg_pipeline.prompts.examples import EntityText, link_prediction_examples, triple_classification_examples
 from rq_kg_pipeline.prompts.names import entity_display_names, relation_display_names
@@ -113,6 +113,7 @@ def link_prediction_split(split: str) -> Callable[..., Iterator[dict[str, Any]]]
             seed=params.seed,
             max_examples=params.max_examples[split],
             without_codes_fraction=params.without_codes_fraction if split == "train" else 0.0,
+            only_answer_in_candidates=params.train_only_answerable and split == "train",
         )
 
     build.__name__ = f"link_prediction_{split}"
@@ -161,6 +162,9 @@ def write_dataset_card(
         task, split = key.rsplit("_", 1)
         counts.setdefault(task, {})[split] = handle.count()
     log_metrics({f"{task}.{split}": n for task, per in counts.items() for split, n in per.items()}, prefix="gen_llm_data.examples.")
+    paths = [handle.path for handle in files.values()]
+    if not log_artifacts_up_to(paths, params.mlflow_max_mb, "llm_data"):
+        log.info("JSONL files not logged to MLflow (over gen_llm_data.mlflow_max_mb); they stay in %s", paths[0].parent)
     return dataset_card(
         title=f"{dataset_name}: instruction data with entity codes",
         counts=counts,
