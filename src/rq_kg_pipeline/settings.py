@@ -4,6 +4,9 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from rq_kg_pipeline.config_resolvers import package_dir
+from rq_kg_pipeline.hooks import FlatMlflowParams
+
+HOOKS = (FlatMlflowParams(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

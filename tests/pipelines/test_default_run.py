@@ -72,6 +72,9 @@ def test_mlflow_run_has_params_per_epoch_metrics_and_artifacts(project):
     assert len(runs) == 1
     run = runs[0]
     assert run.data.tags["dataset"] == KG and run.data.tags["num_quantizers"] == "2"
+    params = run.data.params  # flat and readable, one per leaf
+    assert params["training.model.num_quantizers"] == "auto" and params["training.fit.lr"] == "0.003"
+    assert params["ingestion.unseen_policy"] == "error" and params["gen_llm_data.negatives_per_positive.train"] == "16"
     client = mlflow.MlflowClient()
     history = client.get_metric_history(run.info.run_id, "train.loss")
     epochs = pd.read_csv(out(project, f"08_reporting/{KG}/training_history.csv"))
