@@ -62,7 +62,6 @@ class MessagePassing(Protocol):
 
     def aggregate(self, h: Tensor, rel_table: Tensor, comp: str) -> tuple[Tensor, Tensor]:
         """h [M, d], rel_table [2R, d] -> (agg over original edges [M, d], agg over inverse edges [M, d])."""
-        ...
 
 
 def _direction_masks(graph: KGGraph) -> tuple[Tensor, Tensor]:
