@@ -29,7 +29,7 @@ def check_codes(codes: torch.Tensor, num_codes: int | None = None, name: str = "
     return codes
 
 
-def _level_usage(level_codes: torch.Tensor, num_codes: int) -> dict[str, float]:
+def level_usage(level_codes: torch.Tensor, num_codes: int) -> dict[str, float]:
     """Utilisation, perplexity and entropy (bits) of one level's code frequencies."""
     counts = torch.bincount(level_codes.reshape(-1).long(), minlength=num_codes).double()  # [K]
     probs = counts / counts.sum()
@@ -63,7 +63,7 @@ def code_statistics(codes: torch.Tensor, num_codes: int) -> dict[str, float | in
         "num_collided_entities": int((~unique_mask).sum()),
     }
     for level in range(num_quantizers):
-        for key, value in _level_usage(codes[:, :, level], num_codes).items():
+        for key, value in level_usage(codes[:, :, level], num_codes).items():
             stats[f"{key}_l{level + 1}"] = value
     stats["distinct_codes_per_position"] = [
         int(torch.unique(codes[:, position, :], dim=0).shape[0]) for position in range(seq_len)

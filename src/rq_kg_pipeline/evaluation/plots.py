@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from rq_kg_pipeline.evaluation.code_stats import check_codes
+from rq_kg_pipeline.evaluation.code_stats import check_codes, level_usage
 
 _LEVEL_COLUMN = re.compile(r"^quant_loss_l(\d+)$")
 _MAX_DISCRETE_COLOURS = 12  # integer colour values with at most this many levels get a discrete colour bar
@@ -107,9 +107,7 @@ def plot_code_usage(codes: torch.Tensor, num_codes: int) -> Figure:
         counts = torch.bincount(codes[:, :, level].reshape(-1).long().cpu(), minlength=num_codes)
         sorted_counts = torch.sort(counts, descending=True).values.double().numpy()  # [K]
         used = int((counts > 0).sum())
-        probs = counts.double() / counts.sum()
-        nonzero = probs[probs > 0]
-        perplexity = float(torch.exp(-(nonzero * torch.log(nonzero)).sum()))
+        perplexity = level_usage(codes[:, :, level], num_codes)["perplexity"]
         shown = np.where(sorted_counts > 0, sorted_counts, np.nan)  # unused codes have no point on a log axis
         colour = f"C{level % 10}"
         ax.fill_between(ranks, shown, 0.5, step="mid", alpha=0.3, color=colour)
