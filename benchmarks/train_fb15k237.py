@@ -7,6 +7,9 @@ checkpoint/resume, and stops at ``--epochs`` or once ``--minutes`` have passed.
 
     python benchmarks/train_fb15k237.py --data ../shared/data/FB15k-237 --out /tmp/fb --minutes 7
 
+With ``--text-embeddings PATH`` (made on a CPU machine by benchmarks/embed_entity_texts.py) the
+semantic term trains with weight ``--semantic-weight`` (default: the config's); without, it is off.
+
 Writes to --out: history.csv, link_prediction.json (valid/test, codes only / continuous /
 shuffled codes), code_statistics.json, and the model artifact split into files of < 15 MB
 (model.part*.pt; ``load_parts`` reassembles it).
@@ -32,6 +35,8 @@ from rq_kg_pipeline.kg.indexing import SPLITS, index_kg
 from rq_kg_pipeline.kg.tsv import read_triples
 from rq_kg_pipeline.models.persistence import model_artifact
 from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.semantics.alignment import neighbour_agreement
+from rq_kg_pipeline.semantics.loss import TextTargets
 from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.loop import fit
 
@@ -82,6 +87,18 @@ def load_parts(folder: Path) -> dict:
     return artifact
 
 
+def load_text_targets(path: Path, entity_labels: list[str]) -> TextTargets:
+    """Text embeddings saved by embed_entity_texts.py (or the entity_text_embeddings node), checked
+    to follow this script's entity order."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("entities") != entity_labels:
+        raise ValueError(f"{path}: its entities are not this KG's entities in this order; recompute it from the same data")
+    targets = TextTargets.from_payload(payload)
+    if targets is None:
+        raise ValueError(f"{path} holds no embeddings ({payload.get('status')})")
+    return targets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "FB15k-237")
@@ -91,7 +108,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1e9, help="stop after the chunk that passes this")
     parser.add_argument("--device", default=None)
     parser.add_argument("--checkpoints", type=Path, default=None, help="default: OUT/checkpoints")
+    parser.add_argument("--text-embeddings", type=Path, default=None, help="entity text embeddings (.pt) for the semantic term")
+    parser.add_argument("--semantic-weight", type=float, default=None,
+                        help="weight of the semantic term (default: the config's with --text-embeddings, else 0)")
     args = parser.parse_args()
+    if args.semantic_weight and args.text_embeddings is None:
+        parser.error("--semantic-weight > 0 needs --text-embeddings")
 
     params = yaml.safe_load((ROOT / "conf" / "fb15k237" / "parameters_training.yml").read_text())["training"]
     model_config = {**params["model"], "conve_dropout": tuple(params["model"]["conve_dropout"])}
@@ -102,6 +124,8 @@ def main() -> None:
         eval_every=args.eval_every or config.eval_every,
         checkpoint_every=args.eval_every or config.eval_every,
         device=args.device or config.device,
+        semantic_weight=(0.0 if args.text_embeddings is None else config.semantic_weight)
+        if args.semantic_weight is None else args.semantic_weight,
     )
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -112,6 +136,10 @@ def main() -> None:
     filter_index = FilterIndex.build(list(ids.values()), graph.num_entities, graph.num_relations)
     print(f"data: {indexed.num_entities} entities, {graph.num_edges} edges, {time.perf_counter() - t0:.1f} s", flush=True)
 
+    text = None if args.text_embeddings is None else load_text_targets(args.text_embeddings, indexed.entities["label"].astype(str).tolist())
+    if config.semantic_weight > 0:
+        model_config["semantic_dim"] = text.dim
+        print(f"semantic term: weight {config.semantic_weight}, {int(text.mask.sum())} entities with text, E {text.dim}", flush=True)
     torch.manual_seed(config.seed)
     model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
     device = config.resolve_device()
@@ -122,7 +150,8 @@ def main() -> None:
     for target in range(config.eval_every, config.epochs + config.eval_every, config.eval_every):
         chunk = replace(config, epochs=min(target, config.epochs))
         result = fit(model, graph, ids["train"], ids["valid"], filter_index, chunk,
-                     checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config)
+                     checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config,
+                     text=text)
         last = result.history[-1]
         print(f"epoch {result.last_epoch}: loss {last['loss']:.4f} valid_mrr {last.get('valid_mrr', float('nan')):.4f} "
               f"epoch {last['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
@@ -151,11 +180,16 @@ def main() -> None:
         "median_eval_seconds": float(history["eval_seconds"].dropna().median()),
         "train_seconds": result.train_seconds,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        "semantic_weight": config.semantic_weight,
         "codes_only_test_mrr": metrics["codes_only/test/mrr"],
         "continuous_test_mrr": metrics["continuous/test/mrr"],
         "shuffled_codes_test_mrr": metrics["shuffled_codes/test/mrr"],
         **{k: v for k, v in extracted.statistics.items() if k.startswith(("utilisation", "unique", "reconstruction"))},
     }
+    if text is not None:  # how much of the texts' neighbourhoods the codes carry, with or without the term
+        with torch.no_grad():
+            vectors = model.entity_vectors_from_codes(extracted.codes.to(device).long()).float().cpu()  # [M, D]
+        summary.update(neighbour_agreement(vectors, text.embeddings, text.mask))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

@@ -1,18 +1,49 @@
-"""Typed parameters: Kedro validates each ``params:`` node input against these before any node runs.
+"""Typed parameters: the whole parameter tree is validated before any node runs.
 
-Each model mirrors one block of ``conf/*/parameters_<pipeline>.yml``; unknown keys are
-rejected (``extra="forbid"``) so a typo is an error that names the key, not a silent default.
+Each model mirrors one block of ``conf/*/parameters_<pipeline>.yml``; :class:`ProjectParams`
+is the whole tree, checked by :class:`ValidateParametersHook` when the Kedro context is created
+(every block, whichever pipelines run), and Kedro checks each ``params:`` node input again. An
+unknown key is an error naming it, the closest allowed key and every allowed key (a typo must
+not become a silent default); bad values name the key and what is allowed.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
+from kedro.framework.hooks import hook_impl
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
+
+from rq_kg_pipeline.models.conve import default_conve_shape
+from rq_kg_pipeline.training.config import TrainConfig
+
+
+def check_known_keys(value: Any, allowed: Iterable[str]) -> Any:
+    """``value`` unchanged if it is not a mapping or has only ``allowed`` keys; else a ValueError
+    naming the first unknown key, the closest allowed one, and all allowed keys."""
+    if not isinstance(value, Mapping):
+        return value
+    allowed = sorted(allowed)
+    unknown = [key for key in value if key not in allowed]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        more = f" (and {len(unknown) - 1} more unknown)" if len(unknown) > 1 else ""
+        raise ValueError(f"unknown key {key!r}{hint}{more}; allowed keys: {', '.join(allowed)}")
+    return value
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value: Any) -> Any:
+        return check_known_keys(value, cls.model_fields)
 
 
 class IngestionParams(_Params):
@@ -63,6 +94,12 @@ class ModelParams(_Params):
             raise ValueError("k_h and k_w must be given together (or both left out to pick a shape)")
         if self.k_h is not None and self.k_h * self.k_w != self.gcn_dim:
             raise ValueError(f"k_h * k_w ({self.k_h} * {self.k_w}) must equal gcn_dim ({self.gcn_dim}) for ConvE")
+        k_h, k_w = (self.k_h, self.k_w) if self.k_h is not None else default_conve_shape(self.gcn_dim)
+        if self.kernel_size > min(2 * k_h, k_w):
+            raise ValueError(
+                f"kernel_size ({self.kernel_size}) must be at most min(2*k_h, k_w) = {min(2 * k_h, k_w)} for the ConvE "
+                f"image of k_h={k_h}, k_w={k_w}" + ("" if self.k_h is not None else f" (chosen for gcn_dim {self.gcn_dim})")
+            )
         return self
 
 
@@ -96,7 +133,8 @@ class GenLLMDataParams(_Params):
     """``gen_llm_data:`` block. Train examples come from ``train_sources`` (the reference adds
     valid to train; test never); valid/test examples from their own split. Candidate lists are
     the model's filtered top-``candidates_k`` from codes; ``train_only_answerable`` keeps only
-    train queries whose answer is among them (the reference's training data)."""
+    train queries whose answer is among them (the reference's training data). ``record_format``
+    is the JSONL layout (see :mod:`rq_kg_pipeline.prompts.records`)."""
 
     candidates_k: int = Field(20, ge=1)
     num_answers: int = Field(3, ge=1)
@@ -107,7 +145,8 @@ class GenLLMDataParams(_Params):
     train_only_answerable: bool = False
     shuffle: bool = True
     seed: int = 0
-    batch_size: int = Field(512, ge=1)
+    record_format: Literal["prompt_completion", "messages", "both"] = "prompt_completion"
+    batch_size: int = Field(2048, ge=1)
     mlflow_max_mb: float = Field(500.0, ge=0)
 
     @model_validator(mode="after")
@@ -124,10 +163,92 @@ class GenLLMDataParams(_Params):
 
 
 class CompareArm(_Params):
-    """One arm of ``compare:``: the model settings it changes; unset ones come from
-    ``training.model`` of the run's environment."""
+    """One arm of ``compare:``: the model and fit settings it changes; unset ones come from
+    ``training.model`` / ``training.fit`` of the run's environment."""
 
     num_quantizers: int | Literal["auto"] | None = None
+    semantic_weight: float | None = Field(None, ge=0)
 
     def apply(self, model: ModelParams) -> ModelParams:
-        return ModelParams(**{**model.model_dump(), **self.model_dump(exclude_none=True)})
+        return ModelParams(**{**model.model_dump(), **self.model_dump(exclude_none=True, exclude={"semantic_weight"})})
+
+    def apply_fit(self, fit: TrainConfig) -> TrainConfig:
+        return fit if self.semantic_weight is None else dataclasses.replace(fit, semantic_weight=self.semantic_weight)
+
+
+class CompareParams(_Params):
+    """``compare:`` block: the arms of ``kedro run --pipelines=compare`` (``rq_no_text``: ``rq``
+    without the semantic term, the ablation of the text embeddings)."""
+
+    vq: CompareArm = CompareArm(num_quantizers=1)
+    rq: CompareArm = CompareArm()
+    rq_no_text: CompareArm = CompareArm(semantic_weight=0.0)
+
+
+class TextEmbeddingParams(_Params):
+    """``training.text_embeddings``: the sentence model (``default``: the packaged all-MiniLM-L6-v2,
+    or a local folder), texts per forward pass, its device, what a KG without a names file does
+    (``skip``: no embeddings; ``labels``: embed the readable entity labels) and the cache folder."""
+
+    model: str = Field("default", min_length=1)
+    batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    without_names: Literal["skip", "labels"] = "skip"
+    cache_dir: str = "data/05_model_input/text_embeddings_cache"
+
+
+class TrainingParams(_Params):
+    """``training:`` block: the model, the fit settings (:class:`TrainConfig`), the checkpoint root,
+    the entity text embeddings of the semantic loss."""
+
+    model: ModelParams = ModelParams()
+    fit: TrainConfig = TrainConfig()
+    checkpoint_dir: str
+    text_embeddings: TextEmbeddingParams = TextEmbeddingParams()
+
+    @field_validator("fit", mode="before")
+    @classmethod
+    def _known_fit_keys(cls, value: Any) -> Any:
+        return check_known_keys(value, [f.name for f in dataclasses.fields(TrainConfig)])
+
+
+class ProjectParams(_Params):
+    """Every parameter block of the project (``conf/<env>/parameters*.yml`` plus ``--params``)."""
+
+    dataset_name: str
+    ingestion: IngestionParams = IngestionParams()
+    training: TrainingParams
+    extraction: ExtractionParams = ExtractionParams()
+    evaluation: EvaluationParams = EvaluationParams()
+    gen_llm_data: GenLLMDataParams = GenLLMDataParams()
+    compare: CompareParams = CompareParams()
+
+
+class ParameterError(ValueError):
+    """The parameters are invalid; the message lists every problem as ``dotted.key: what is wrong``."""
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "parameters"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    shown = "" if error["type"] == "value_error" or isinstance(value, Mapping) else f" (got {value!r})"
+    return f"{where}: {message}{shown}"
+
+
+def validate_parameters(raw: Mapping[str, Any]) -> ProjectParams:
+    """The whole parameter tree as :class:`ProjectParams`, or a :class:`ParameterError` naming each bad key."""
+    try:
+        return ProjectParams.model_validate(dict(raw))
+    except ValidationError as error:
+        problems = "\n".join(f"  {_describe(e)}" for e in error.errors(include_url=False))
+        raise ParameterError(f"invalid parameters (conf/<env>/parameters*.yml, --params):\n{problems}") from None
+
+
+class ValidateParametersHook:
+    """Kedro hook: validate every parameter block when the context is created, before any
+    catalog, MLflow run or node, whichever pipelines are asked for."""
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow sets up tracking
+    def after_context_created(self, context: Any) -> None:
+        validate_parameters(context.config_loader["parameters"])

@@ -132,7 +132,28 @@ def test_filtered_ranks_batches_bound_score_memory() -> None:
         return table[ent, rel]
 
     filtered_ranks(score_fn, test, index, R_BIG, batch_size=16)
-    assert max(seen) == 16 and sum(seen) == 2 * len(test)
+    ent = torch.cat([test[:, 0], test[:, 2]])
+    rel = torch.cat([test[:, 1], test[:, 1] + R_BIG])
+    distinct_queries = torch.unique(ent * 2 * R_BIG + rel).numel()
+    assert max(seen) == 16 and sum(seen) == distinct_queries  # each distinct query scored once
+
+
+def test_shared_queries_are_scored_once_and_ranked_per_target() -> None:
+    # Three test triples share (0, r0, ?) with different tails: one scoring call serves all three,
+    # and each gets its own rank (the other two tails are filtered as known answers).
+    test = torch.tensor([[0, 0, 1], [0, 0, 2], [0, 0, 3]])
+    index = FilterIndex.build([test], 5, 1)
+    calls = []
+
+    def score_fn(ent: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        calls.append((ent.tolist(), rel.tolist()))
+        return torch.tensor([[0.0, 3.0, 2.0, 1.0, 2.5]]).expand(ent.numel(), 5) + ent.unsqueeze(1)
+
+    ranks = filtered_ranks(score_fn, test, index, 1)
+    assert calls[0] == ([0, 1, 2, 3], [0, 1, 1, 1])  # (0, r0) once; heads side (t, r0 + R) per tail
+    # Tail side: candidates are {0, 4} plus the target (scores 0.0, 2.5); unfiltered, tail 3
+    # would rank 4th behind 1, 4 and 2.
+    assert ranks[:3].tolist() == [1.0, 2.0, 2.0]
 
 
 def test_constant_scores_give_the_expected_random_rank() -> None:

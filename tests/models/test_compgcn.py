@@ -64,6 +64,12 @@ def test_native_and_dgl_agree_on_umls(umls, comp: str) -> None:
     assert grads[0].keys() == grads[1].keys()
     for name, g in grads[0].items():
         assert g is not None and g.abs().sum() > 0, name
+        if comp == "sub" and name.endswith("loop_rel"):
+            # h - loop_rel shifts every row by one vector, which batch norm removes: the exact
+            # gradient is 0, so both backends hold only rounding noise (in different orders).
+            scale = grads[0][name.replace("loop_rel", "w_loop")].abs().max()
+            assert g.abs().max() < 1e-3 * scale and grads[1][name].abs().max() < 1e-3 * scale, name
+            continue
         torch.testing.assert_close(g, grads[1][name], rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 

@@ -1,11 +1,13 @@
-"""RQCodebook: loss formula, straight-through gradient, exact decoding, k-means init, dead-code revival."""
+"""RQCodebook: loss formula, straight-through gradient, exact decoding, k-means init, dead-code revival,
+and the fast path (chunked search, custom backward, no host syncs) against a plain-autograd reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from rq_kg_pipeline.models.rq_codebook import RQCodebook, nearest_code
+from rq_kg_pipeline.models.rq_codebook import RQCodebook, nearest_code, residual_search
 
 
 def _fixed_codebook(beta: float = 0.25) -> RQCodebook:
@@ -218,3 +220,174 @@ def test_bad_inputs_are_rejected() -> None:
         rq.decode_from_codes(torch.zeros(2, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="num_codes"):
         rq.decode_from_codes(torch.full((2, 3, 2), 8))
+
+
+def test_nearest_code_ties_go_to_the_lowest_index() -> None:
+    codes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])  # the last is equidistant from all four
+    assert nearest_code(x, codes).tolist() == [0, 1, 0]
+    assert nearest_code(x, codes, max_elements=4).tolist() == [0, 1, 0]
+
+
+def test_residual_search_chunked_equals_unchunked() -> None:
+    gen = torch.Generator().manual_seed(10)
+    x, books = torch.randn(500, 7, generator=gen), torch.randn(3, 37, 7, generator=gen)
+    whole = residual_search(x, books, max_elements=10**9)
+    for max_elements in (37, 37 * 3, 1000):  # distance blocks of 1, 3, 27 rows; update blocks of 5, 15, 142
+        chunked = residual_search(x, books, max_elements=max_elements)
+        assert torch.equal(chunked.indices, whole.indices)
+        assert torch.equal(chunked.summed, whole.summed)
+        assert torch.equal(chunked.counts, whole.counts)
+        torch.testing.assert_close(chunked.sq_error, whole.sq_error, rtol=1e-5, atol=0)
+    # Each level's codes are the brute-force nearest codes of that level's residual.
+    residual = x.clone()
+    for q in range(3):
+        assert torch.equal(whole.indices[:, q], torch.cdist(residual, books[q]).argmin(dim=1))
+        residual = residual - books[q][whole.indices[:, q]]
+    torch.testing.assert_close(whole.sq_error[-1], residual.pow(2).sum(), rtol=1e-5, atol=0)
+    assert torch.equal(whole.counts.sum(dim=1), torch.full((3,), 500))
+
+
+def _reference_quantize(rq: RQCodebook, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The quantizer's definition in plain autograd: (z_q [N, D], indices [N, Q], level losses [Q])."""
+    residual = z.reshape(-1, rq.latent_dim)
+    chosen_all, idx_all, losses = [], [], []
+    for q in range(rq.num_quantizers):
+        codes = rq.codebooks[q]
+        idx = torch.cdist(residual.detach(), codes.detach()).argmin(dim=1)
+        chosen = codes[idx]
+        losses.append(F.mse_loss(chosen, residual.detach()) + rq.beta * F.mse_loss(residual, chosen.detach()))
+        residual = residual - chosen.detach()
+        chosen_all.append(chosen.detach())
+        idx_all.append(idx)
+    flat = z.reshape(-1, rq.latent_dim)
+    z_q = sum(chosen_all[1:], chosen_all[0]) + (flat - flat.detach())
+    return z_q, torch.stack(idx_all, dim=1), torch.stack(losses)
+
+
+@pytest.mark.parametrize("max_elements", [None, 16 * 5])  # one block; 5 rows per block
+def test_fast_path_matches_plain_autograd_reference(max_elements: int | None) -> None:
+    torch.manual_seed(11)
+    rq = RQCodebook(16, 8, num_quantizers=3, beta=0.3, kmeans_init=False, revive_dead_codes=False, max_elements=max_elements)
+    with torch.no_grad():
+        rq.codebooks.normal_()
+    z = torch.randn(40, 3, 8, requires_grad=True)
+    upstream = torch.randn(40, 3, 8)  # a decoder's gradient, through the straight-through path
+    out = rq.quantize(z)
+    ((out.z_q * upstream).sum() + 1.7 * out.loss).backward()
+    fast_z, fast_books = z.grad.clone(), rq.codebooks.grad.clone()
+    z.grad, rq.codebooks.grad = None, None
+    ref_zq, ref_idx, ref_losses = _reference_quantize(rq, z)
+    ((ref_zq.reshape(40, 3, 8) * upstream).sum() + 1.7 * ref_losses.sum()).backward()
+    assert torch.equal(out.indices.reshape(-1, 3), ref_idx)
+    torch.testing.assert_close(out.z_q.reshape(-1, 8), ref_zq, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.level_losses, ref_losses.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_z, z.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fast_books, rq.codebooks.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_quantize_is_independent_of_block_size() -> None:
+    torch.manual_seed(12)
+    z = torch.randn(64, 4, 6)
+    outs = []
+    for max_elements in (None, 8, 8 * 7):
+        torch.manual_seed(13)  # same k-means init and revival draws
+        rq = RQCodebook(8, 6, num_quantizers=3, dead_code_patience=1, max_elements=max_elements)
+        for _ in range(3):  # init, then revival of the codes unused in the call before
+            out = rq.quantize(z)
+        outs.append((out, rq.codebooks.detach().clone()))
+    for out, books in outs[1:]:
+        assert torch.equal(out.indices, outs[0][0].indices)
+        assert torch.equal(out.z_q, outs[0][0].z_q)
+        assert torch.equal(books, outs[0][1])
+
+
+_SYNCING = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+@pytest.mark.parametrize("batch", [16, 2])  # 48 rows >= 32 codes (permutation), 6 rows < 32 codes (with replacement)
+def test_training_call_reads_nothing_back_to_the_host(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """After the k-means init, a training call + backward (revival included) converts no tensor to Python."""
+    torch.manual_seed(14)
+    rq = RQCodebook(32, 4, num_quantizers=2, dead_code_patience=1)
+    rq.quantize(torch.randn(batch, 3, 4))  # k-means init (reads the flag once)
+    before = rq.codebooks.detach().clone()
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("host sync in a training call")
+
+    with monkeypatch.context() as patch:
+        for name in _SYNCING:
+            patch.setattr(torch.Tensor, name, refuse)
+        z = torch.randn(batch, 3, 4, requires_grad=True)
+        out = rq.quantize(z)
+        (out.loss + out.z_q.sum()).backward()
+    assert not torch.equal(rq.codebooks.detach(), before)  # codes unused in the init call were re-seeded
+    assert torch.isfinite(rq.codebooks.grad).all() and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_call_does_not_synchronise() -> None:
+    torch.manual_seed(15)
+    rq = RQCodebook(64, 16, num_quantizers=3, dead_code_patience=1).cuda()
+    rq.quantize(torch.randn(64, 4, 16, device="cuda"))  # k-means init (syncs, once)
+    z = torch.randn(64, 4, 16, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = rq.quantize(z)
+        (out.loss + out.z_q.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu = RQCodebook(64, 16, num_quantizers=3, kmeans_init=False, revive_dead_codes=False)
+    cpu.load_state_dict({k: v.cpu() for k, v in rq.state_dict().items()})
+    cpu.eval()
+    assert torch.equal(cpu.cal_codes(z.detach().cpu()), rq.eval().cal_codes(z.detach()).cpu())
+
+
+def test_revival_leaves_live_codes_bit_identical() -> None:
+    torch.manual_seed(16)
+    rq = RQCodebook(8, 4, num_quantizers=2, dead_code_patience=1000)
+    z = torch.randn(30, 2, 4)
+    rq.quantize(z)  # init
+    before = rq.codebooks.detach().clone()
+    for _ in range(3):
+        rq.quantize(z)  # candidates are drawn every call, but no code is dead
+    assert torch.equal(rq.codebooks.detach(), before)
+
+
+def test_two_calls_before_backward_with_revival_in_between() -> None:
+    """Revival rewrites the codebook in place; a graph built before it must still backpropagate."""
+    torch.manual_seed(17)
+    rq = _collapsed(True)
+    z1, z2 = torch.randn(32, 4, 4, requires_grad=True), torch.randn(32, 4, 4, requires_grad=True)
+    for _ in range(3):
+        rq.quantize(torch.randn(32, 4, 4))  # level-2 codes become dead
+    first = rq.quantize(z1)
+    second = rq.quantize(z2)  # revives level-2 codes before the first graph is used
+    (first.loss + second.loss).backward()
+    assert z1.grad is not None and z2.grad is not None and torch.isfinite(rq.codebooks.grad).all()
+
+
+def test_autocast_does_not_change_codes() -> None:
+    torch.manual_seed(18)
+    rq = RQCodebook(64, 16, num_quantizers=3)
+    z = torch.randn(50, 4, 16)
+    rq.quantize(z)
+    rq.eval()
+    plain = rq.quantize(z)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = rq.quantize(z)
+    assert torch.equal(mixed.indices, plain.indices) and mixed.z_q.dtype == torch.float32
+    assert torch.equal(rq.cal_codes(z.bfloat16()), rq.cal_codes(z.bfloat16().float()))
+
+
+def test_loading_an_uninitialised_state_reinitialises() -> None:
+    torch.manual_seed(19)
+    fresh_state = RQCodebook(8, 6, num_quantizers=1).state_dict()
+    rq = RQCodebook(8, 6, num_quantizers=1)
+    rq.quantize(torch.randn(40, 1, 6))  # initialised
+    rq.load_state_dict(fresh_state)
+    rq.quantize(_clustered(20, 3.0 * torch.randn(8, 6)))
+    assert bool(rq.initialised)
+    assert not torch.equal(rq.codebooks.detach(), fresh_state["codebooks"])

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
+
+# One entity-text-embedding cache for every scratch run of this test session: the embeddings
+# of a KG's names are computed once, not once per `kedro run` (loading the text model takes ~15 s).
+TEXT_CACHE = tempfile.mkdtemp(prefix="rqkg-text-cache-")
+atexit.register(shutil.rmtree, TEXT_CACHE, True)
 
 
 @dataclass
@@ -34,7 +41,14 @@ class ScratchProject:
     def kedro(self, *args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
         """``kedro ARGS`` in the scratch project. COLUMNS is wide so that rich does not wrap the
         error messages that tests look for."""
-        full_env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "COLUMNS": "500", **(env or {})}
+        full_env = {
+            **os.environ,
+            "KEDRO_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "COLUMNS": "500",
+            "RQKG_TEXT_CACHE": TEXT_CACHE,
+            **(env or {}),
+        }
         return subprocess.run(
             [sys.executable, "-m", "kedro", *args],
             cwd=self.path,

@@ -100,7 +100,8 @@ def test_llm_datasets_exist_load_and_use_the_entity_codes(project):
     for task in ("link_prediction", "triple_classification"):
         for split in SPLITS:
             frame = pd.read_json(llm / f"{task}_{split}.jsonl", lines=True)
-            assert len(frame) > 0 and {"prompt", "completion", "messages"} <= set(frame.columns)
+            assert len(frame) > 0 and {"prompt", "completion", "task"} <= set(frame.columns)
+            assert "messages" not in frame.columns  # record_format prompt_completion: each prompt once
     records = read_jsonl(llm / "link_prediction_test.jsonl")
     for record in records[:200]:
         answer_codes, d = parse_entity_codes(record["answer_codes"])
@@ -140,6 +141,17 @@ def test_gen_llm_data_runs_alone_from_the_catalog(project):
     assert "Running node: rank_candidates" in ran.replace("\n", " ")
     assert "train_model" not in ran and "index_triples" not in ran and "extract_entity_codes" not in ran
     assert (llm / "link_prediction_valid.jsonl").read_bytes() == before, "same inputs, same seed, same file"
+    # the writers alone, from the saved candidates, in another record format (no later test reads llm_data)
+    done = project.run("--pipeline=gen_llm_data", "--tags=prompt_writing", "--params=gen_llm_data.record_format=messages")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran = (done.stdout + done.stderr).replace("\n", " ")
+    assert "Running node: write_link_prediction_valid" in ran and "rank_candidates" not in ran
+    chat = read_jsonl(llm / "link_prediction_valid.jsonl")
+    plain = [json.loads(line) for line in before.decode("utf-8").splitlines()]
+    assert [r["messages"] for r in chat] == [
+        [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}] for r in plain
+    ]
+    assert "`messages` (a user and an assistant chat turn)" in (llm / "README.md").read_text()
 
 
 def test_extraction_is_deterministic(project):

@@ -35,13 +35,16 @@ def test_card_content() -> None:
     assert "ab" * 32 in card
     assert "level 1: utilisation 0.500, perplexity 20.0, entropy 4.30 bits" in card
     assert 'Example: "say \\"hi\\"" ->' in card
+    assert "one record per line with `prompt`, `completion`, `task`" in card
 
 
 def test_card_for_plain_vq_without_collisions() -> None:
     card = dataset_card(
         title="t", counts={"link_prediction": {"train": 1}}, num_codes=8, num_quantizers=1, seq_len=16,
         tokens_per_entity=16, vocabulary_size=8, max_disambiguation=0, checkpoint_sha256="0" * 64, parameters={},
+        record_format="messages",
     )
+    assert "one record per line with `messages` (a user and an assistant chat turn)" in card
     assert "`[CODE0]` .. `[CODE7]`" in card
     assert "no disambiguation token is used" in card
     assert "Tokens per entity: 16 (16 positions x 1 level)." in card

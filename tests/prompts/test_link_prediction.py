@@ -59,9 +59,7 @@ def test_records_follow_the_format(umls, prompt_inputs) -> None:  # noqa: ANN001
         assert record["query"] == {
             "head": head, "relation": relation % umls.num_relations, "inverse": relation >= umls.num_relations
         }
-        assert record["messages"] == [
-            {"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}
-        ]
+        assert "messages" not in record  # prompt_completion, the default: each prompt once
         assert record["task"] == "link_prediction"
     assert any(r["query"]["inverse"] and "inverse of " in r["prompt"] for r in records)
     assert 0 < sum(not r["answer_in_candidates"] for r in records) < len(records)
@@ -113,6 +111,37 @@ def test_without_codes_and_answer_filter(umls, prompt_inputs) -> None:  # noqa: 
             assert record["completion"].split("\n")[0] == f"1. {prompt_text(prompt_inputs.names[int(targets[index])])}"
 
 
+@pytest.mark.parametrize("record_format", ["messages", "both"])
+def test_record_formats_hold_the_same_text(umls, prompt_inputs, record_format: str) -> None:  # noqa: ANN001
+    heads, relations, targets, candidates = _queries(umls)
+    args = (heads, relations, targets, candidates, prompt_inputs.names, prompt_inputs.rendered,
+            prompt_inputs.relation_names)
+    plain = list(link_prediction_records(*args))
+    other = list(link_prediction_records(*args, record_format=record_format, chunk_size=7))
+    assert len(other) == len(plain)
+    for a, b in zip(plain, other):
+        chat = [{"role": "user", "content": a["prompt"]}, {"role": "assistant", "content": a["completion"]}]
+        assert b["messages"] == chat
+        assert ("prompt" in b) == (record_format == "both")
+        expected = dict(a) if record_format == "both" else {k: v for k, v in a.items() if k not in ("prompt", "completion")}
+        assert {k: v for k, v in b.items() if k != "messages"} == expected
+
+
+def test_padded_candidates_are_dropped(umls, prompt_inputs) -> None:  # noqa: ANN001
+    heads, relations, targets, candidates = _queries(umls)
+    candidates = candidates[:3].clone()
+    candidates[0, 2:] = -1  # two candidates left
+    candidates[1, :] = -1  # none left: the completion is the true tail alone
+    candidates[2, 0] = -1  # padding first is moved last
+    records = list(link_prediction_records(heads[:3], relations[:3], targets[:3], candidates, prompt_inputs.names,
+                                           prompt_inputs.rendered, prompt_inputs.relation_names))
+    assert records[0]["candidates"] == candidates[0, :2].tolist()
+    assert len(records[0]["prompt"].split("\n")) == HEADER_LINES + 2 + 1
+    assert records[1]["candidates"] == [] and records[1]["completion"] == f"1. {prompt_inputs.rendered[int(targets[1])]}"
+    assert "top-1 most likely" in records[1]["prompt"]
+    assert records[2]["candidates"] == candidates[2, 1:].tolist()
+
+
 def test_invalid_inputs_raise(umls, prompt_inputs) -> None:  # noqa: ANN001
     heads, relations, targets, candidates = _queries(umls)
     args = (prompt_inputs.names, prompt_inputs.rendered, prompt_inputs.relation_names)
@@ -122,3 +151,5 @@ def test_invalid_inputs_raise(umls, prompt_inputs) -> None:  # noqa: ANN001
         next(link_prediction_records(heads[:-1], relations, targets, candidates, *args))
     with pytest.raises(ValueError, match="candidates"):
         next(link_prediction_records(heads, relations, targets, candidates.float(), *args))
+    with pytest.raises(ValueError, match="record_format"):
+        link_prediction_records(heads, relations, targets, candidates, *args, record_format="alpaca")

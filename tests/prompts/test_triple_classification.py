@@ -75,6 +75,12 @@ def test_records(umls, prompt_inputs, tmp_path: Path) -> None:  # noqa: ANN001
     assert loaded[20]["names"] == {
         "head": prompt_inputs.hostile[1], "relation": prompt_inputs.relation_names[3], "tail": prompt_inputs.hostile[4]
     }
-    plain = next(triple_classification_records(triples[:1], True, prompt_inputs.names, codes,
-                                               prompt_inputs.relation_names, without_codes=True))
+    plain = next(iter(triple_classification_records(triples[:1], True, prompt_inputs.names, codes,
+                                                    prompt_inputs.relation_names, without_codes=True)))
     assert "[C" not in plain["prompt"] and plain["with_codes"] is False
+    chat = list(triple_classification_records(triples, labels, prompt_inputs.names, codes, prompt_inputs.relation_names,
+                                              record_format="messages", chunk_size=5))
+    assert [r["messages"] for r in chat] == [
+        [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}] for r in loaded
+    ]
+    assert all("prompt" not in r for r in chat)

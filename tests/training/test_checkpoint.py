@@ -110,3 +110,30 @@ def test_rng_states_round_trip(tmp_path) -> None:
     generator.manual_seed(99)
     restore_rng_state(load_checkpoint(path)["rng"], generator)
     assert draws() == expected
+
+
+def test_newer_file_under_an_older_digest_is_detected(tmp_path, caplog) -> None:
+    # A crash between renaming the new file into place and writing its digest leaves the old digest.
+    save_checkpoint(tmp_path, payload(1), 1)
+    newest = save_checkpoint(tmp_path, payload(2), 2)
+    stale_digest = (tmp_path / (newest.name + ".sha256")).read_text()
+    save_checkpoint(tmp_path, payload(3), 2)  # same epoch rewritten with other content
+    (tmp_path / (newest.name + ".sha256")).write_text(stale_digest)
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(tmp_path).name == "checkpoint-epoch000001.pt"
+    assert f"checkpoint {newest} is corrupt or truncated" in caplog.text
+
+
+def test_temporary_files_of_killed_writers_are_removed_at_the_next_save(tmp_path) -> None:
+    leftovers = [
+        tmp_path / ".checkpoint-epoch000003.pt.k2j4x9.tmp",
+        tmp_path / ".checkpoint-epoch000003.pt.sha256.a81bq0.tmp",
+        tmp_path / ".best.pt.zz81m2.tmp",
+    ]
+    unrelated = [tmp_path / ".notes.txt.abc.tmp", tmp_path / "checkpoint-epoch000003.pt.bak"]
+    for path in leftovers + unrelated:
+        path.write_bytes(b"partial")
+    save_checkpoint(tmp_path, payload(4), 4)
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in unrelated)
+    assert latest_checkpoint(tmp_path).name == "checkpoint-epoch000004.pt"

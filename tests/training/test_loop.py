@@ -23,7 +23,7 @@ CONFIG = TrainConfig(
     epochs=6, batch_size=128, lr=0.01, label_smoothing=0.1, grad_clip=1.0, recon_weight=1.0,
     eval_every=2, patience=0, checkpoint_every=1, device="cpu", bf16=False, seed=3, eval_batch_size=256,
 )  # fmt: skip
-TIMING_KEYS = {"epoch_seconds", "eval_seconds"}
+TIMING_KEYS = {"epoch_seconds", "eval_seconds", "steps_per_second", "peak_memory_gib"}  # measured, not computed
 
 
 class Interrupted(Exception):
@@ -71,7 +71,7 @@ def test_training_lowers_loss_and_beats_random(umls, filter_index, reference) ->
     history = result.history
     assert [e for e, _ in seen] == [1, 2, 3, 4, 5, 6] and [m for _, m in seen] == history
     per_level = {f"{k}_l{q}" for k in ("quant_loss", "utilisation", "perplexity") for q in (1, 2)}
-    base = {"epoch", "loss", "structure_loss", "quant_loss", "recon_loss", "grad_norm", "epoch_seconds"}
+    base = {"epoch", "loss", "structure_loss", "quant_loss", "recon_loss", "grad_norm", "epoch_seconds", "steps_per_second", "peak_memory_gib"}
     assert set(history[0]) == base | per_level
     assert {"valid_mrr", "valid_hits@10", "valid_mr", "valid_hits@1", "valid_hits@3"} <= set(history[1])
     assert history[0]["loss"] == pytest.approx(

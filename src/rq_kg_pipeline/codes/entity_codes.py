@@ -6,8 +6,9 @@ Q = 1, ``{dataset}_{seq_len}_{num_code}``):
   ``{stem}_emd.pt``  quantized embeddings [M, L, D] float32 (for Q > 1 the seed names it ``..._rq_emd.pt``)
   ``{stem}.json``    sidecar: entity order reference, shapes, parameters, checkpoint hash,
                      the disambiguation index per entity and collision count
-All tensors load with ``torch.load(..., weights_only=True)``. The sidecar is written last, so a
-folder whose sidecar exists holds complete files.
+All tensors load with ``torch.load(..., weights_only=True)``. Each file is replaced atomically and
+the sidecar, written after the tensors, records their SHA-256: a folder whose writer was killed
+between two files (new codes beside the old sidecar) is refused on load, never read as a mix.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ class EntityCodes:
         }
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_entity_codes(bundle: EntityCodes, directory: str | Path) -> Path:
     """Write the seed-named files atomically, sidecar after tensors, manifest last; returns the codes file."""
     directory = Path(directory)
@@ -97,8 +106,10 @@ def save_entity_codes(bundle: EntityCodes, directory: str | Path) -> Path:
     codes = bundle.codes.to(smallest_int_dtype(bundle.num_code))
     if bundle.num_quantizers == 1:
         codes = codes[:, :, 0]  # the seed's VQ file is [M, L]
+    sidecar["sha256"] = {}
     for key, tensor in (("codes", codes), ("embeddings", bundle.embeddings.float())):
         atomic_torch_save(tensor.contiguous().clone(), directory / sidecar["files"][key])
+        sidecar["sha256"][key] = file_sha256(directory / sidecar["files"][key])
     for name, content in ((f"{bundle.stem}.json", sidecar), (MANIFEST, {"current": f"{bundle.stem}.json"})):
         with atomic_path(directory / name) as tmp:
             tmp.write_text(json.dumps(content, indent=1, sort_keys=True), encoding="utf-8")
@@ -112,6 +123,13 @@ def load_entity_codes(directory: str | Path) -> EntityCodes:
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} not found: run the extraction pipeline first")
     sidecar = json.loads((directory / json.loads(manifest.read_text())["current"]).read_text(encoding="utf-8"))
+    for key, digest in sidecar.get("sha256", {}).items():
+        path = directory / sidecar["files"][key]
+        if not path.is_file() or file_sha256(path) != digest:
+            raise ValueError(
+                f"{path} does not match the sidecar {manifest.parent / json.loads(manifest.read_text())['current']} "
+                "(a write was interrupted or the file was changed): run the extraction pipeline again"
+            )
     codes = torch.load(directory / sidecar["files"]["codes"], weights_only=True)
     if codes.ndim == 2:
         codes = codes.unsqueeze(-1)  # VQ [M, L] -> [M, L, 1]
@@ -127,7 +145,7 @@ def load_entity_codes(directory: str | Path) -> EntityCodes:
     )
 
 
-_DERIVED = {"files", "codes_shape", "codes_dtype", "embeddings_shape", "seq_len", "num_quantizers", "layout"}
+_DERIVED = {"files", "sha256", "codes_shape", "codes_dtype", "embeddings_shape", "seq_len", "num_quantizers", "layout"}
 
 
 def check_codes_match(bundle: EntityCodes, state_dict: Mapping[str, torch.Tensor] | None = None, entity_labels: list[str] | None = None) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset
+from kedro_datasets._typing import JSONPreview
 
 from rq_kg_pipeline.io.atomic import atomic_path
 from rq_kg_pipeline.kg.dgl_import import import_dgl
@@ -32,3 +34,14 @@ class DGLGraphDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+    def preview(self) -> JSONPreview:
+        """Sizes and edge/node feature names for kedro-viz."""
+        graph = self.load()
+        outline = {
+            "nodes": int(graph.num_nodes()),
+            "edges": int(graph.num_edges()),
+            "node data": sorted(graph.ndata.keys()),
+            "edge data": sorted(graph.edata.keys()),
+        }
+        return JSONPreview(json.dumps(outline))

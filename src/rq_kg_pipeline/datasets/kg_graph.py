@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+
+from kedro_datasets._typing import JSONPreview
 
 from rq_kg_pipeline.datasets.torch_tensor import TorchTensorDataset
 from rq_kg_pipeline.kg.graph import KGGraph
@@ -17,11 +19,12 @@ class KGGraphDataset(TorchTensorDataset):
     def save(self, data: KGGraph) -> None:
         super().save(data.to_dict())
 
-    def preview(self) -> dict[str, Any]:
+    def preview(self) -> JSONPreview:
         """Sizes for kedro-viz."""
         graph = self.load()
-        return {
+        sizes = {
             "entities": graph.num_entities,
             "relations (without inverses)": graph.num_relations,
             "edges (with inverses)": graph.num_edges,
         }
+        return JSONPreview(json.dumps(sizes))

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets._typing import TablePreview
 
 from rq_kg_pipeline.kg.tsv import NAME_COLUMNS, read_names, read_triples
 
@@ -50,6 +51,6 @@ class KGTableDataset(AbstractDataset[None, pd.DataFrame]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "kind": self._kind, "optional": self._optional}
 
-    def preview(self, nrows: int = 5) -> dict:
-        """First rows for kedro-viz."""
-        return self.load().head(nrows).to_dict(orient="split")
+    def preview(self, nrows: int = 5) -> TablePreview:
+        """First ``nrows`` records for kedro-viz (columns, index, data: pandas' split layout)."""
+        return TablePreview(self.load().head(nrows).to_dict(orient="split"))

@@ -55,6 +55,7 @@ def evaluate_splits(
     filter_index: FilterIndex,
     batch_size: int = 512,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[str, float]:
     """``{arm}/{split}/{metric}`` for arms codes_only, continuous, shuffled_codes (test only)."""
     shuffled = codes[torch.randperm(codes.shape[0], generator=torch.Generator().manual_seed(seed))]
@@ -66,6 +67,6 @@ def evaluate_splits(
     results: dict[str, float] = {}
     for arm, (score_fn, arm_splits) in arms.items():
         for split, triples in arm_splits.items():
-            ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size)
+            ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size, progress)
             results.update({f"{arm}/{split}/{k}": v for k, v in rank_metrics(ranks).items()})
     return results

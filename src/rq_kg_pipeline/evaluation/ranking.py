@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """score_fn(entities [B], relations [B]) -> scores [B, M]; higher means more plausible."""
@@ -186,12 +187,16 @@ def filtered_ranks(
     filter_index: FilterIndex,
     num_relations: int,
     batch_size: int = 1024,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Filtered realistic ranks [2N] (float64, CPU) of id triples [N, 3]: tail prediction for
     every (h, r, ?) first, then head prediction as (t, r + R, ?).
 
-    score_fn receives entity and relation ids on the device of ``triples``; at most
-    ``batch_size`` x M scores are held at once.
+    Each distinct (entity, relation) query is scored once, however many triples share it
+    (FB15k-237 valid: 20,112 distinct queries for 35,070 ranks), and its filter row is built
+    once; score_fn receives ids on the device of ``triples``; at most ``batch_size`` x M
+    scores are held at once (plus the rows of one batch's triples). ``progress`` shows a bar
+    on a terminal.
     """
     _check_batch_size(batch_size)
     if num_relations != filter_index.num_relations:
@@ -201,22 +206,33 @@ def filtered_ranks(
     num_entities = filter_index.num_entities
     _check_triples(triples, "triples", num_entities, num_relations)
     ent, rel, target = both_direction_queries(triples, num_relations)  # [2N] each
+    ranks = torch.empty(ent.numel(), dtype=torch.float64)
+    if ent.numel() == 0:
+        return ranks
+    keys, query_of = torch.unique(ent * (2 * num_relations) + rel, return_inverse=True)  # [U], [2N]
+    members = torch.argsort(query_of, stable=True)  # [2N] rank positions grouped by query
+    bounds = torch.cat([query_of.new_zeros(1), torch.bincount(query_of, minlength=keys.numel()).cumsum(0)]).tolist()
     index = filter_index  # moved to the scores' device once, on the first batch
-    ranks = []
-    for start in range(0, ent.numel(), batch_size):
-        e, r, t = ent[start : start + batch_size], rel[start : start + batch_size], target[start : start + batch_size]
-        scores = _checked_scores(score_fn, e, r, num_entities)  # [B, M]
+    batches = range(0, keys.numel(), batch_size)
+    for start in tqdm(batches, desc="ranking", unit="batch", leave=False, disable=None if progress else True):
+        stop = min(start + batch_size, keys.numel())
+        q_ent, q_rel = keys[start:stop] // (2 * num_relations), keys[start:stop] % (2 * num_relations)
+        scores = _checked_scores(score_fn, q_ent, q_rel, num_entities)  # [Bq, M]
         device = scores.device
-        e, r, t = e.to(device), r.to(device), t.to(device)
         index = index.to(device)
-        candidate = ~index.mask(e, r)  # [B, M] True = ranked against
-        rows = torch.arange(t.numel(), device=device)
-        candidate[rows, t] = True
-        target_score = scores[rows, t].unsqueeze(1)  # [B, 1]
-        better = ((scores > target_score) & candidate).sum(dim=1)  # [B]
-        equal = ((scores == target_score) & candidate).sum(dim=1)  # [B], the target included
-        ranks.append((better.double() + (equal.double() + 1.0) / 2.0).cpu())
-    return torch.cat(ranks) if ranks else torch.empty(0, dtype=torch.float64)
+        filtered = index.mask(q_ent.to(device), q_rel.to(device))  # [Bq, M]
+        batch_members = members[bounds[start] : bounds[stop]]  # rank positions of these queries
+        for chunk in batch_members.split(batch_size):
+            row = (query_of[chunk] - start).to(device)  # [Bt] query row of each rank
+            t = target[chunk].to(device)  # [Bt]
+            s, candidate = scores[row], ~filtered[row]  # [Bt, M]
+            rows = torch.arange(t.numel(), device=device)
+            candidate[rows, t] = True
+            target_score = s[rows, t].unsqueeze(1)  # [Bt, 1]
+            better = ((s > target_score) & candidate).sum(dim=1)  # [Bt]
+            equal = ((s == target_score) & candidate).sum(dim=1)  # [Bt], the target included
+            ranks[chunk.cpu()] = (better.double() + (equal.double() + 1.0) / 2.0).cpu()
+    return ranks
 
 
 def rank_metrics(ranks: torch.Tensor) -> dict[str, float]:

@@ -4,6 +4,11 @@ The policy for valid/test entities or relations that training never mentions is 
 ``error`` (default) stops with the file and line of the first one; ``drop`` removes those
 triples and counts them; ``keep`` gives them ids (isolated nodes in the training graph), as
 the FB15k-237 benchmark does for its 36 entities that only valid/test mention.
+
+Accepted and counted rather than refused: duplicate triples within a split (the first is kept,
+``<split>_duplicates``) and self-loops ``(e, r, e)`` (kept, ``<split>_self_loops``). Relation
+labels are names, never ids: relation ids are 0..R-1 in label order and the inverse of r is
+r + R, so no label (``r_reverse``, ``inverse of r``, ``47``) can collide with an inverse.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def index_kg(raw: dict[str, pd.DataFrame], unseen_policy: UnseenPolicy = "error"
         if duplicated.any():
             log.warning("%s: %d duplicate triples removed (first occurrence kept)", _source(frame), duplicated.sum())
         frames[split] = frame[~duplicated]
+        counts[f"{split}_self_loops"] = int((frames[split]["head"] == frames[split]["tail"]).sum())
 
     train = frames["train"]
     seen_entities = set(train["head"]) | set(train["tail"])

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.models.dropout import Dropout
 from rq_kg_pipeline.models.message_passing import MessagePassing, check_backend, check_composition, compose, make_message_passing
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "gelu": torch.nn.functional.gelu, "identity": lambda x: x}
@@ -40,7 +41,7 @@ class CompGCNLayer(nn.Module):
         self.loop_rel = _xavier(1, in_dim)  # learned self-loop relation
         self.bn = nn.BatchNorm1d(out_dim)
         self.act = ACTIVATIONS[activation]
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, h: Tensor, rel_table: Tensor, passing: MessagePassing) -> tuple[Tensor, Tensor]:
         """h [M, in], rel_table [2R, in] -> (h' [M, out], rel' [2R, out])."""

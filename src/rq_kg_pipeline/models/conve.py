@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rq_kg_pipeline.models.dropout import Dropout
+
 
 def default_conve_shape(dim: int) -> tuple[int, int]:
     """Most square factorisation (k_h, k_w), k_h <= k_w, k_h * k_w == dim (e.g. 200 -> (10, 20))."""
@@ -54,13 +56,13 @@ class ConvEScorer(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         self.dim, self.k_h, self.k_w = dim, k_h, k_w
         self.bn0 = nn.BatchNorm2d(1)
-        self.input_drop = nn.Dropout(input_drop)
+        self.input_drop = Dropout(input_drop)
         self.conv = nn.Conv2d(1, num_filters, kernel_size)
         self.bn1 = nn.BatchNorm2d(num_filters)
-        self.feature_drop = nn.Dropout(feature_drop)
+        self.feature_drop = Dropout(feature_drop)
         flat = num_filters * (2 * k_h - kernel_size + 1) * (k_w - kernel_size + 1)
         self.fc = nn.Linear(flat, dim)
-        self.hidden_drop = nn.Dropout(hidden_drop)
+        self.hidden_drop = Dropout(hidden_drop)
         self.bn2 = nn.BatchNorm1d(dim)
 
     def query(self, ent: Tensor, rel: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ product per direction instead of [E, d] x [d, d'] (FB15k-237: 14.5k rows instead
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import warnings
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -69,34 +70,93 @@ def _direction_masks(graph: KGGraph) -> tuple[Tensor, Tensor]:
     return original, ~original
 
 
-class NativeMessagePassing:
-    """Plain torch: gather endpoints with index_select, sum messages per target with index_add_.
+def compose_grouped(summed: Tensor, weight: Tensor, rel: Tensor, comp: str) -> Tensor:
+    """sum_e n_e * phi(h_e, r) from summed = sum_e n_e * h_e [P, d] and weight = sum_e n_e [P, 1].
 
-    On CUDA, index_add_ uses atomics (last-bit nondeterminism) unless
-    ``torch.use_deterministic_algorithms(True)`` is set, which makes it deterministic.
+    Exact for every composition: mult and corr are linear in h, and sub gives sum_e n_e (h_e - r).
+    """
+    if comp == "sub":
+        return summed - weight * rel
+    return compose(summed, rel, comp)
+
+
+class _SparseRows(torch.autograd.Function):
+    """y = A @ x for a constant sparse CSR matrix A [P, N] (x [N, d] -> [P, d]); backward A^T @ grad.
+
+    A is a constant with its transpose precomputed, so each pass is one fused, multithreaded
+    sparse-dense product (MKL on CPU, cuSPARSE on CUDA); autocast is off inside because sparse
+    products have no half-precision kernels on CPU (inputs are float32, see at_least_float32).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, matrix: Tensor, transpose: Tensor) -> Tensor:  # noqa: D102
+        ctx.transpose = transpose
+        with torch.autocast(x.device.type, enabled=False):
+            return matrix @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: D102
+        with torch.autocast(grad.device.type, enabled=False):
+            return ctx.transpose @ grad.float().contiguous(), None, None
+
+
+class SparseRows:
+    """A constant sparse matrix A [P, N] (COO entries, duplicates summed) applied as ``A(x)`` = A @ x."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], device: torch.device) -> None:
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+            warnings.simplefilter("ignore", UserWarning)
+            coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values.float(), shape, check_invariants=True).coalesce()
+            self.matrix = coo.to_sparse_csr().to(device)
+            self.transpose = coo.t().coalesce().to_sparse_csr().to(device)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _SparseRows.apply(x, self.matrix, self.transpose)
+
+
+class _GroupedDirection(NamedTuple):
+    """The three sparse maps of one edge direction, over its P distinct (target, relation) pairs."""
+
+    gather: SparseRows  # [P, M]: edge norms; (gather @ h)[p] = sum of the pair's norm-weighted sources
+    relation: SparseRows  # [P, 2R]: one-hot; selects each pair's relation vector
+    scatter: SparseRows  # [M, P]: one-hot; sums the pairs of each target
+    pair_norm: Tensor  # [P, 1] sum of the pair's edge norms (for sub)
+
+
+class NativeMessagePassing:
+    """Plain torch, grouped by (target, relation): sum each pair's norm-weighted source vectors,
+    compose the sum once with the relation vector, then sum the pairs of each target.
+
+    Exact (see :func:`compose_grouped`) and cheaper than per-edge messages: every step is a fused
+    sparse-dense product (no [E, d] tensor, forward or backward), and composition runs over P
+    pairs instead of E edges (FB15k-237: ~75k instead of 272k per direction). MKL's and
+    cuSPARSE's CSR products are deterministic, unlike index_add_ on CUDA.
     """
 
     def __init__(self, graph: KGGraph, device: torch.device) -> None:
-        self.num_entities = graph.num_entities
-        self.directions = []  # (src [E_dir], dst [E_dir], rel [E_dir], norm [E_dir, 1]) per direction
+        self.directions: list[_GroupedDirection] = []
+        m, num_rel = graph.num_entities, 2 * graph.num_relations
+        graph = graph.to("cpu")
         for mask in _direction_masks(graph):
+            src, dst, rel, norm = graph.src[mask], graph.dst[mask], graph.rel[mask], graph.norm[mask]
+            pair_key, pair_of_edge = torch.unique(dst * num_rel + rel, return_inverse=True)  # [P], [E_dir]
+            pairs = torch.arange(pair_key.numel())
+            ones = torch.ones(pair_key.numel())
             self.directions.append(
-                (
-                    graph.src[mask].to(device),
-                    graph.dst[mask].to(device),
-                    graph.rel[mask].to(device),
-                    graph.norm[mask].to(device).unsqueeze(1),
+                _GroupedDirection(
+                    gather=SparseRows(pair_of_edge, src, norm, (pairs.numel(), m), device),
+                    relation=SparseRows(pairs, pair_key % num_rel, ones, (pairs.numel(), num_rel), device),
+                    scatter=SparseRows(pair_key // num_rel, pairs, ones, (m, pairs.numel()), device),
+                    pair_norm=torch.zeros(pairs.numel()).index_add_(0, pair_of_edge, norm.float()).unsqueeze(1).to(device),
                 )
             )
 
-    def _one_direction(self, h: Tensor, rel_table: Tensor, comp: str, edges: tuple[Tensor, ...]) -> Tensor:
-        src, dst, rel, norm = edges
-        messages = compose(h.index_select(0, src), rel_table.index_select(0, rel), comp) * norm.to(h.dtype)  # [E_dir, d]
-        return messages.new_zeros(self.num_entities, messages.shape[1]).index_add_(0, dst, messages)  # [M, d]
-
     def aggregate(self, h: Tensor, rel_table: Tensor, comp: str) -> tuple[Tensor, Tensor]:
         h, rel_table = at_least_float32(h, rel_table)
-        original, inverse = (self._one_direction(h, rel_table, comp, edges) for edges in self.directions)
+        original, inverse = (
+            d.scatter(compose_grouped(d.gather(h), d.pair_norm, d.relation(rel_table), comp))  # [M, d]
+            for d in self.directions
+        )
         return original, inverse
 
 

@@ -7,6 +7,9 @@ function shared by training and code extraction), which are quantized; the decod
 encoder) and gives the query entity vector that ConvE scores, with the relation, against the
 continuous GCN table of all entities. ``recon_loss`` ties the decoded vector to the head's GCN
 vector so that, at codes-only evaluation, candidates decoded from codes share that space.
+With ``semantic_dim`` E > 0 a linear head maps the decoded vector to a text-embedding space
+(:meth:`RQGCN.semantic_projection`, trained by the semantic loss of the training loop); with 0
+no head exists and the model is exactly the one without the feature.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class RQGCNOutput(NamedTuple):
     logits: Tensor  # [B, M] scores of (head, rel) against all entities
     quant: RQOutput  # of the latent sequences of torch.unique(heads) (sorted ids), [U, L, ...]
     recon_loss: Tensor  # scalar, mean over distinct heads and dims of (aggregate(z_q) - ent[heads])^2
+    decoded: Tensor  # [U, D] aggregate(z_q) of torch.unique(heads): what the semantic head reads
 
 
 class RQGCN(nn.Module):
@@ -61,6 +65,7 @@ class RQGCN(nn.Module):
         conve_dropout: tuple[float, float, float] = (0.2, 0.3, 0.3),
         kmeans_init: bool = True,
         revive_dead_codes: bool = True,
+        semantic_dim: int = 0,
     ) -> None:
         super().__init__()
         if num_quantizers < 1:
@@ -73,6 +78,8 @@ class RQGCN(nn.Module):
             raise ValueError(f"gcn_dim must be >= 1, got {gcn_dim}")
         if att_head < 1 or gcn_dim % att_head:
             raise ValueError(f"att_head must be >= 1 and divide gcn_dim={gcn_dim}, got att_head={att_head}")
+        if semantic_dim < 0:
+            raise ValueError(f"semantic_dim must be >= 0 (0: no semantic head), got {semantic_dim}")
         if tf_layers < 0:
             raise ValueError(f"tf_layers must be >= 0, got {tf_layers}")
         if not 0.0 <= tf_dropout < 1.0:
@@ -98,6 +105,11 @@ class RQGCN(nn.Module):
         self.quantizer = RQCodebook(num_code, gcn_dim, num_quantizers, beta, kmeans_init=kmeans_init, revive_dead_codes=revive_dead_codes)
         self.decoder = nn.Linear(seq_len * gcn_dim, gcn_dim)
         self.scorer = ConvEScorer(gcn_dim, k_h, k_w, num_filters, kernel_size, *conve_dropout)
+        # Built last, so the other modules draw the same initial weights with or without it.
+        # Linear: the text meaning must be linearly readable from the decoded codes, not recoverable
+        # only by a deep head that could learn it regardless of what the codes hold.
+        self.semantic_dim = semantic_dim
+        self.semantic_head = nn.Linear(gcn_dim, semantic_dim) if semantic_dim else None
 
     # ------------------------------------------------------------------ building blocks
     def encode(self, graph: KGGraph) -> tuple[Tensor, Tensor]:
@@ -120,27 +132,49 @@ class RQGCN(nn.Module):
         """
         return self.decoder(seq.reshape(seq.shape[0], self.seq_len * self.latent_dim))
 
+    def semantic_projection(self, decoded: Tensor) -> Tensor:
+        """Decoded entity vectors [B, D] -> text-embedding space [B, E] (needs ``semantic_dim`` > 0)."""
+        if self.semantic_head is None:
+            raise ValueError("this RQGCN has no semantic head: build it with semantic_dim > 0")
+        return self.semantic_head(decoded)
+
     def score(self, query_ent: Tensor, rel_ids: Tensor, rel_table: Tensor, candidates: Tensor) -> Tensor:
         """ConvE logits [B, M] of queries (query_ent [B, D], rel_ids [B]) against candidates [M, D]."""
         return self.scorer(query_ent, rel_table.index_select(0, rel_ids), candidates)
 
     # ------------------------------------------------------------------------- training
-    def forward(self, graph: KGGraph, heads: Tensor, rels: Tensor) -> RQGCNOutput:
-        """heads [B] entity ids, rels [B] relation ids in [0, 2R) -> logits, quantizer output, recon loss."""
+    def forward(
+        self,
+        graph: KGGraph,
+        heads: Tensor,
+        rels: Tensor,
+        unique_heads: Tensor | None = None,
+        head_index: Tensor | None = None,
+    ) -> RQGCNOutput:
+        """heads [B] entity ids, rels [B] relation ids in [0, 2R) -> logits, quantizer output, recon loss.
+
+        ``unique_heads`` [U] / ``head_index`` [B] (``torch.unique(heads, return_inverse=True)``)
+        may come precomputed with the batch: on CUDA, computing them here would stall the
+        host until the GPU catches up (data-dependent output size).
+        """
         if heads.ndim != 1 or heads.shape != rels.shape or heads.numel() == 0:
             raise ValueError(f"heads and rels must be non-empty 1-D tensors of one length, got {tuple(heads.shape)} and {tuple(rels.shape)}")
-        if int(heads.min()) < 0 or int(heads.max()) >= self.num_entities:
-            raise ValueError(f"heads must lie in [0, num_entities={self.num_entities})")
-        if int(rels.min()) < 0 or int(rels.max()) >= 2 * self.num_relations:
-            raise ValueError(f"rels must lie in [0, 2 * num_relations={2 * self.num_relations})")
+        if heads.device.type == "cpu":  # on CUDA an out-of-range id fails in index_select instead (no host sync)
+            if int(heads.min()) < 0 or int(heads.max()) >= self.num_entities:
+                raise ValueError(f"heads must lie in [0, num_entities={self.num_entities})")
+            if int(rels.min()) < 0 or int(rels.max()) >= 2 * self.num_relations:
+                raise ValueError(f"rels must lie in [0, 2 * num_relations={2 * self.num_relations})")
+        if (unique_heads is None) != (head_index is None):
+            raise ValueError("give both unique_heads and head_index or neither")
+        if unique_heads is None:
+            unique_heads, head_index = torch.unique(heads, return_inverse=True)  # [U], [B]
         ent, rel = self.encode(graph)  # [M, D], [2R, D]
-        unique_heads, where = torch.unique(heads, return_inverse=True)  # [U], [B]
         head_vecs = ent.index_select(0, unique_heads)  # [U, D]
         quant = self.quantizer.quantize(self.latent_sequence(head_vecs))  # z_q [U, L, D]
         decoded = self.aggregate(quant.z_q)  # [U, D]
         recon_loss = F.mse_loss(decoded, head_vecs)
-        logits = self.score(decoded.index_select(0, where), rels, rel, ent)  # [B, M]
-        return RQGCNOutput(logits, quant, recon_loss)
+        logits = self.score(decoded.index_select(0, head_index), rels, rel, ent)  # [B, M]
+        return RQGCNOutput(logits, quant, recon_loss, decoded)
 
     # ----------------------------------------------------------------------- extraction
     @torch.no_grad()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rq_kg_pipeline.models.dropout import Dropout
+
 
 class EncoderLayer(nn.Module):
     """Post-norm self-attention + feed-forward block on [B, L, D] (batch first)."""
@@ -29,10 +31,10 @@ class EncoderLayer(nn.Module):
         self.ff2 = nn.Linear(ff_dim, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.attn_drop = nn.Dropout(dropout)
-        self.drop1 = nn.Dropout(dropout)
-        self.drop_ff = nn.Dropout(dropout)
-        self.drop2 = nn.Dropout(dropout)
+        self.attn_drop = Dropout(dropout)
+        self.drop1 = Dropout(dropout)
+        self.drop_ff = Dropout(dropout)
+        self.drop2 = Dropout(dropout)
 
     def _attention(self, x: Tensor) -> Tensor:
         b, length, dim = x.shape

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from rq_kg_pipeline.prompts.records import check_record_format
 from rq_kg_pipeline.prompts.tokens import code_token, disambiguation_token
+
+_FIELDS = {
+    "prompt_completion": "`prompt`, `completion`",
+    "messages": "`messages` (a user and an assistant chat turn)",
+    "both": "`prompt`, `completion`, the same as chat `messages`",
+}
 
 
 def _format_description(num_codes: int, num_quantizers: int, seq_len: int, max_disambiguation: int) -> list[str]:
@@ -47,12 +53,15 @@ def dataset_card(
     parameters: Mapping[str, Any],
     example_entity: tuple[str, str] | None = None,
     code_stats: Mapping[str, Any] | None = None,
+    record_format: str = "prompt_completion",
 ) -> str:
     """Markdown card: record counts per task and split, token format, tokens per entity, parameters, checkpoint hash.
 
     ``counts`` maps task -> split -> number of records; ``example_entity`` is (name, codes) to
-    show one rendering; ``code_stats`` (from ``code_statistics``) adds the code-quality lines.
+    show one rendering; ``code_stats`` (from ``code_statistics``) adds the code-quality lines;
+    ``record_format`` names the text fields (see :mod:`rq_kg_pipeline.prompts.records`).
     """
+    check_record_format(record_format)
     if not counts:
         raise ValueError("counts must name at least one task")
     splits = sorted({split for per_split in counts.values() for split in per_split})
@@ -67,8 +76,7 @@ def dataset_card(
         f"# {title}",
         "",
         "Instruction-tuning data in which knowledge-graph entities appear as learned residual-quantized "
-        "code tokens (JSON Lines, one record per line with `prompt`, `completion`, `messages`, `task` "
-        "and metadata).",
+        f"code tokens (JSON Lines, one record per line with {_FIELDS[record_format]}, `task` and metadata).",
         "",
         "## Records",
         "",

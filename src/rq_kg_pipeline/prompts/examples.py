@@ -1,17 +1,17 @@
 """Which examples a split gets: queries in both directions, negatives, order, caps, "w/o codes" share.
 
-Builds lazy record streams (generators), so writing them needs memory for one chunk of
-records, not for a whole split.
+Selects examples for a whole split with array operations and returns them as lazily rendered
+JSON Lines, so writing needs memory for one chunk of records, not for a whole split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from rq_kg_pipeline.prompts.columns import JSONLines
 from rq_kg_pipeline.prompts.link_prediction import link_prediction_records
 from rq_kg_pipeline.prompts.triple_classification import sample_negatives, triple_classification_records
 
@@ -47,7 +47,8 @@ def link_prediction_examples(
     max_examples: int | None,
     without_codes_fraction: float,
     only_answer_in_candidates: bool = False,
-) -> Iterator[dict[str, Any]]:
+    record_format: str = "prompt_completion",
+) -> JSONLines:
     """Records for queries (entity [N], relation [N], target [N]) with their candidates [N, k];
     queries come from :func:`~rq_kg_pipeline.evaluation.ranking.both_direction_queries`."""
     heads, rels, targets = queries
@@ -63,6 +64,7 @@ def link_prediction_examples(
         num_answers=num_answers,
         without_codes=_without_codes(len(order), without_codes_fraction, seed),
         only_answer_in_candidates=only_answer_in_candidates,
+        record_format=record_format,
     )
 
 
@@ -76,7 +78,8 @@ def triple_classification_examples(
     seed: int,
     max_examples: int | None,
     without_codes_fraction: float,
-) -> Iterator[dict[str, Any]]:
+    record_format: str = "prompt_completion",
+) -> JSONLines:
     """True triples [N, 3] and ``negatives_per_positive`` corruptions of each that no split contains."""
     negatives = sample_negatives(positives, known, len(text.names), negatives_per_positive, seed)
     triples = torch.cat([positives, negatives])  # [N * (1 + ratio), 3]
@@ -89,4 +92,5 @@ def triple_classification_examples(
         text.codes,
         text.relation_names,
         without_codes=_without_codes(len(order), without_codes_fraction, seed),
+        record_format=record_format,
     )

@@ -2,7 +2,10 @@
 
 One record per line, UTF-8, ``ensure_ascii=False`` so names stay readable. The characters that
 JSON leaves raw but Python's ``str.splitlines`` treats as line breaks (U+0085, U+2028, U+2029)
-are written as ``\\u`` escapes, so every reader sees exactly one record per line.
+are written as ``\\u`` escapes, so every reader sees exactly one record per line. Records
+rendered column-wise (:class:`~rq_kg_pipeline.prompts.columns.JSONLines`) go to disk as their
+text buffers, in chunks of tens of megabytes, past the page cache where the OS allows
+(:mod:`~rq_kg_pipeline.prompts.direct_write`); other records are serialised one by one.
 """
 
 from __future__ import annotations
@@ -10,20 +13,41 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from rq_kg_pipeline.io.atomic import atomic_path
-
-_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+from rq_kg_pipeline.prompts.columns import JSONLines, json_quoted
+from rq_kg_pipeline.prompts.direct_write import open_sequential
 
 
 def to_json_line(record: dict[str, Any]) -> str:
     """``record`` as one JSON line (no trailing newline) with no character any reader takes as a line break."""
-    line = json.dumps(record, ensure_ascii=False)
-    for raw, escaped in _LINE_BREAKS.items():
-        line = line.replace(raw, escaped)
-    return line
+    return json_quoted(record)
+
+
+def _write_rendered(lines: JSONLines, handle: Any, max_examples: int | None) -> int:
+    """Stream rendered chunks' bytes to a binary ``handle``, each chunk written in a background
+    thread while the next is rendered (both release the GIL for their heavy part); return the
+    number of lines written."""
+    count = 0
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future | None = None
+        for chunk in lines.chunks():
+            if max_examples is not None and count + len(chunk) > max_examples:
+                chunk = chunk.head(max_examples - count)
+            if pending is not None:
+                pending.result()  # one chunk in flight: memory stays at two chunks
+            pending = writer.submit(handle.write, chunk.data())
+            count += len(chunk)
+            if max_examples is not None and count >= max_examples:
+                break
+        if pending is not None:
+            pending.result()
+    if max_examples is None and count != lines.num_records:
+        raise ValueError(f"rendered {count} records where {lines.num_records} were announced")
+    return count
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path, max_examples: int | None = None) -> int:
@@ -34,6 +58,9 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path, max_example
     """
     if max_examples is not None and max_examples < 0:
         raise ValueError(f"max_examples must be >= 0 or None, got {max_examples}")
+    if isinstance(records, JSONLines):
+        with atomic_path(path) as tmp, open_sequential(tmp) as handle:
+            return _write_rendered(records, handle, max_examples)
     selected = records if max_examples is None else itertools.islice(records, max_examples)
     count = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as handle:

@@ -2,28 +2,29 @@
 
 Negatives corrupt the head or the tail (50/50) of a positive with a random entity and are
 redrawn until none is a known triple of any split (or the positive itself), so a "False"
-label is never a fact the KG states.
+label is never a fact the KG states. Records are rendered column-wise
+(:mod:`rq_kg_pipeline.prompts.columns`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 
-from rq_kg_pipeline.prompts.names import prompt_text
+from rq_kg_pipeline.prompts.columns import Chunk, JSONLines, render_rows
 from rq_kg_pipeline.prompts.records import (
     CODES_EXPLANATION,
+    EntityPieces,
     as_ids,
-    check_lookups,
-    entity_mention,
-    make_record,
+    check_record_format,
     per_example_flags,
+    record_columns,
 )
 
 TRIPLE_CLASSIFICATION_TASK = "triple_classification"
 MAX_RESAMPLING_ROUNDS = 1000
+DEFAULT_CHUNK_SIZE = 32768  # records rendered at once: ~50 MB of text with FB15k-237's 65 tokens per entity
 
 
 def _triple_keys(triples: torch.Tensor, num_entities: int, num_relation_ids: int) -> torch.Tensor:
@@ -85,17 +86,6 @@ def sample_negatives(
     )
 
 
-def _prompt(head: str, relation: str, tail: str, with_codes: bool) -> str:
-    """The user turn of one triple-classification example."""
-    lines = [
-        "Given a triple from a knowledge graph, decide whether it is true.",
-        *([CODES_EXPLANATION] if with_codes else []),
-        f"Triple: ({head}, {relation}, {tail})",
-        "Answer True or False.",
-    ]
-    return "\n".join(lines)
-
-
 def triple_classification_records(
     triples: torch.Tensor,
     labels: bool | torch.Tensor | Sequence[bool],
@@ -104,44 +94,48 @@ def triple_classification_records(
     relation_names: Sequence[str],
     *,
     without_codes: bool | torch.Tensor | Sequence[bool] = False,
-    chunk_size: int = 4096,
-) -> Iterator[dict[str, Any]]:
-    """Yield one True/False record per triple [N, 3] (relation ids in [0, 2R), ``relation_names`` 2R names).
+    record_format: str = "prompt_completion",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> JSONLines:
+    """One True/False record per triple [N, 3] (relation ids in [0, 2R), ``relation_names`` 2R names).
 
-    ``labels`` is one bool for all triples or [N] bools. Metadata: ``triple`` [h, r, t] as given,
-    ``label``, ``with_codes`` and the original (uncleaned) ``names``.
+    ``labels`` is one bool for all triples or [N] bools. Metadata: ``task``, ``triple`` [h, r, t]
+    as given, ``label``, ``inverse``, ``with_codes`` and the original (uncleaned) ``names``.
     """
-    num_entities = len(entity_names)
-    num_relations = check_lookups(entity_names, entity_codes, relation_names)
+    pieces = EntityPieces.build(entity_names, entity_codes, relation_names)
+    num_entities, num_relations = pieces.num_entities, pieces.num_relations
     triples_t = as_ids(triples, "triples", 2, max(num_entities, 2 * num_relations))
     if triples_t.shape[1] != 3:
         raise ValueError(f"triples must have shape [N, 3], got {tuple(triples_t.shape)}")
     count = triples_t.shape[0]
     if count and (int(triples_t[:, [0, 2]].max()) >= num_entities or int(triples_t[:, 1].max()) >= 2 * num_relations):
         raise ValueError(f"triples hold entity ids >= {num_entities} or relation ids >= {2 * num_relations}")
-    label_flags = per_example_flags(labels, count, "labels")
-    code_flags = [not flag for flag in per_example_flags(without_codes, count, "without_codes")]
+    label = per_example_flags(labels, count, "labels")
+    without = per_example_flags(without_codes, count, "without_codes")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_record_format(record_format)
+    head, relation, tail = (column.numpy() for column in triples_t.unbind(dim=1))
+    table = pieces.table
+    intro = "Given a triple from a knowledge graph, decide whether it is true.\\n"
+    header = table.section([f"{intro}{CODES_EXPLANATION}\\nTriple: (", f"{intro}Triple: ("])
+    answer = table.section(["False", "True"])
 
-    for start in range(0, count, chunk_size):
-        stop = min(start + chunk_size, count)
-        for (head, relation, tail), label, with_codes in zip(
-            triples_t[start:stop].tolist(), label_flags[start:stop], code_flags[start:stop]
-        ):
-            prompt = _prompt(
-                entity_mention(entity_names[head], entity_codes[head], with_codes),
-                prompt_text(relation_names[relation]),
-                entity_mention(entity_names[tail], entity_codes[tail], with_codes),
-                with_codes,
-            )
-            yield make_record(
-                prompt,
-                "True" if label else "False",
-                TRIPLE_CLASSIFICATION_TASK,
-                triple=[head, relation, tail],
-                label=label,
-                inverse=relation >= num_relations,
-                with_codes=with_codes,
-                names={"head": entity_names[head], "relation": relation_names[relation], "tail": entity_names[tail]},
-            )
+    def render() -> Iterator[Chunk]:
+        for start in range(0, count, chunk_size):
+            part = slice(start, start + chunk_size)
+            h, r, t, w, y = head[part], relation[part], tail[part], without[part], label[part]
+            shift = num_entities * w  # [n] names-only variant of entity text
+            prompt = [
+                header + w, pieces.mention + h + shift, ", ", pieces.relation + r, ", ",
+                pieces.mention + t + shift, ")\\nAnswer True or False.",
+            ]
+            meta = [
+                f'"task":"{TRIPLE_CLASSIFICATION_TASK}","triple":[', pieces.number + h, ",", pieces.number + r, ",",
+                pieces.number + t, '],"label":', pieces.boolean + y, ',"inverse":', pieces.boolean + (r >= num_relations),
+                ',"with_codes":', pieces.boolean + ~w, ',"names":{"head":', pieces.quoted_name + h,
+                ',"relation":', pieces.quoted_relation + r, ',"tail":', pieces.quoted_name + t, "}",
+            ]
+            yield render_rows(table, record_columns(prompt, [answer + y], meta, record_format), len(h))
+
+    return JSONLines(render, count)

@@ -4,7 +4,8 @@ Each checkpoint is written to a temporary file beside its target and renamed ove
 ``sha256sum``-style sidecar (``<name>.sha256``) holding the digest of the file's bytes. A file
 whose digest does not match (truncated, corrupted, or the crash fell between the two writes)
 is reported and skipped, and the previous one is used; the newest ``keep`` epoch checkpoints
-are kept. Payloads hold only tensors and plain Python values (RNG states become tensors).
+are kept, and temporary files that a killed writer left behind are removed at the next save.
+Payloads hold only tensors and plain Python values (RNG states become tensors).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 BEST_NAME = "best.pt"
 _EPOCH_RE = re.compile(r"^checkpoint-epoch(\d+)\.pt$")
+# Temporary files of io.atomic.atomic_path (".<target name>.<random>.tmp") for checkpoint targets.
+_TEMP_RE = re.compile(r"^\.(?:checkpoint-epoch\d+|best)\.pt(?:\.sha256)?\..+\.tmp$")
 
 
 class CheckpointError(ValueError):
@@ -114,12 +117,14 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         problem = verify_checkpoint(path)
         if problem is None:
             return path
-        log.warning("skipping %s; falling back to the previous checkpoint", problem)
+        log.warning("%s; skipping it and falling back to the previous checkpoint", problem)
     return None
 
 
 def save_checkpoint(directory: str | Path, payload: dict[str, Any], epoch: int, keep: int = 2) -> Path:
-    """Write the checkpoint of ``epoch`` and delete all but the newest ``keep`` epoch checkpoints."""
+    """Write the checkpoint of ``epoch``, delete all but the newest ``keep`` epoch checkpoints, and
+    remove temporary checkpoint files left by a writer that was killed (one writer per directory:
+    ``kedro run`` holds the run lock while it trains)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
@@ -127,6 +132,10 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], epoch: int, 
     for _, old in epoch_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
         _sidecar(old).unlink(missing_ok=True)
+    for leftover in directory.iterdir():
+        if _TEMP_RE.match(leftover.name):
+            log.info("removing %s, left by an interrupted checkpoint write", leftover)
+            leftover.unlink(missing_ok=True)
     return path
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from pydantic import ConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -18,8 +19,12 @@ class TrainConfig:
     ``grad_clip``: max global grad norm (0 or None = off); ``eval_every``: epochs between
     valid evaluations (the last epoch is always evaluated); ``patience``: evaluations without
     a valid-MRR improvement before stopping (0 = off); ``checkpoint_every``: epochs between
-    checkpoints (0 = only at the end; the last epoch and an early stop always write one).
+    checkpoints (0 = only at the end; the last epoch and an early stop always write one);
+    ``semantic_weight``: weight of the semantic (text-embedding) loss, 0 = off.
     """
+
+    # pydantic (parameter validation) would silently drop unknown keys of a plain dataclass.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     epochs: int = 800
     batch_size: int = 1024
@@ -28,6 +33,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = 1.0
     recon_weight: float = 1.0
+    semantic_weight: float = 0.0
     eval_every: int = 10
     patience: int = 0
     checkpoint_every: int = 10
@@ -54,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be None or >= 0, got {self.grad_clip}")
         if not (math.isfinite(self.recon_weight) and self.recon_weight >= 0):
             raise ValueError(f"recon_weight must be >= 0, got {self.recon_weight}")
+        if not (math.isfinite(self.semantic_weight) and self.semantic_weight >= 0):
+            raise ValueError(f"semantic_weight must be >= 0 (0 disables the semantic loss), got {self.semantic_weight}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 

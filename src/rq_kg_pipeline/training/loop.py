@@ -1,5 +1,5 @@
-"""The RQ-GCN training loop: 1-N BCE + quantizer + reconstruction losses, codes-only validation,
-early stopping, and resumable checkpoints (plain PyTorch; metrics leave through a callback).
+"""The RQ-GCN training loop: 1-N BCE + quantizer + reconstruction (+ semantic) losses, codes-only
+validation, early stopping, and resumable checkpoints (plain PyTorch; metrics leave through a callback).
 
 Resuming restores weights, optimiser, every RNG and the bookkeeping, so a run interrupted after
 a checkpoint and resumed gives the same weights as one that never stopped (on CPU, fixed seed).
@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import random
+import resource
 import time
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn
 from rq_kg_pipeline.evaluation.ranking import FilterIndex, filtered_ranks, rank_metrics
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.semantics.loss import TextTargets, semantic_loss
 from rq_kg_pipeline.training.checkpoint import (
     BEST_NAME,
     capture_rng_state,
@@ -35,12 +37,12 @@ from rq_kg_pipeline.training.checkpoint import (
     write_verified,
 )
 from rq_kg_pipeline.training.config import TrainConfig
-from rq_kg_pipeline.training.queries import TrainQueries
+from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-LOSS_TERMS = ("structure_loss", "quant_loss", "recon_loss")
+LOSS_TERMS = ("structure_loss", "quant_loss", "recon_loss", "semantic_loss")
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -108,14 +110,83 @@ def _valid_metrics(
     return {f"valid_{k}": v for k, v in rank_metrics(ranks).items()}
 
 
-def _raise_non_finite(stats: torch.Tensor, epoch: int, step: int, global_step: int) -> None:
+def _raise_non_finite(step_stats: torch.Tensor, epoch: int, first_global_step: int) -> None:
+    """Raise naming the first step of the epoch whose loss terms or gradient norm are not finite.
+
+    step_stats [S, 5]: (structure, quant, recon, semantic, grad_norm) of the epoch's steps so far.
+    """
+    bad = (~torch.isfinite(step_stats)).any(dim=1).nonzero()
+    if bad.numel() == 0:
+        return
+    step = int(bad[0])
     names = (*LOSS_TERMS, "grad_norm")
-    for name, value in zip(names, stats.tolist()):
-        if not math.isfinite(value):
-            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, stats.tolist()))
-            raise NonFiniteLossError(
-                f"non-finite {name} at epoch {epoch}, step {step} (global step {global_step}): {values}"
-            )
+    values = step_stats[step].tolist()
+    term = next(n for n, v in zip(names, values) if not math.isfinite(v))
+    listed = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values))
+    raise NonFiniteLossError(
+        f"non-finite {term} at epoch {epoch}, step {step + 1} (global step {first_global_step + step}): {listed}"
+    )
+
+
+@contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """On CUDA, let cuDNN time its algorithms for each new shape (ConvE's convolution with one
+    input channel is 3x faster with the tuned choice); restored on exit."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated (CUDA) or peak process RSS (CPU) so far, GiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def train_step(
+    model: torch.nn.Module,
+    graph: KGGraph,
+    batch: QueryBatch,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    autocast: Callable[[], Any] = nullcontext,
+    text: TextTargets | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, losses, backward and clipping of one batch; the caller checks and calls
+    ``optimizer.step()``. -> (structure, quant, recon, semantic, grad norm) [5], per-level stats
+    [3, Q], detached and left on the device (reading them would stall a CUDA host).
+
+    The semantic term (``text`` on the model's device, ``config.semantic_weight`` > 0) compares the
+    model's semantic head on the decoded vectors of the batch's distinct heads with their text
+    embeddings; otherwise it is not computed at all (reported as 0), so the step is the one without it.
+    """
+    use_text = text is not None and config.semantic_weight > 0
+    with autocast():
+        out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index)
+        predicted = model.semantic_projection(out.decoded) if use_text else None  # [U, E]
+    structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
+    quant = out.quant.loss.float()
+    recon = out.recon_loss.float()
+    loss = structure + quant + config.recon_weight * recon
+    if use_text:
+        heads = batch.unique_heads  # [U]
+        semantic = semantic_loss(predicted, text.embeddings.index_select(0, heads), text.mask.index_select(0, heads))
+        loss = loss + config.semantic_weight * semantic
+    else:
+        semantic = torch.zeros((), device=structure.device)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    else:
+        grad_norm = torch.zeros((), device=structure.device)
+    stats = torch.stack([structure, quant, recon, semantic, grad_norm.float()]).detach()  # [5]
+    levels = torch.stack([out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]).detach().float()  # [3, Q]
+    return stats, levels
 
 
 def _payload(
@@ -185,6 +256,19 @@ def _restore(
     )
 
 
+def _check_text(model: torch.nn.Module, graph: KGGraph, text: TextTargets | None, config: TrainConfig) -> None:
+    """semantic_weight > 0 needs text targets for every entity and a model whose head fits them."""
+    if config.semantic_weight <= 0:
+        return
+    if text is None:
+        raise ValueError("semantic_weight > 0 needs text embeddings (text=...); set semantic_weight to 0 to train without them")
+    if text.num_entities != graph.num_entities:
+        raise ValueError(f"text embeddings cover {text.num_entities} entities, the graph {graph.num_entities}")
+    head_dim = getattr(model, "semantic_dim", 0)
+    if head_dim != text.dim:
+        raise ValueError(f"semantic_weight > 0 needs a model with semantic_dim = {text.dim} (the text embedding size), got {head_dim}")
+
+
 def _check_inputs(graph: KGGraph, train_ids: torch.Tensor, valid_ids: torch.Tensor, filter_index: FilterIndex) -> None:
     if (filter_index.num_entities, filter_index.num_relations) != (graph.num_entities, graph.num_relations):
         raise ValueError(
@@ -208,14 +292,19 @@ def fit(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
     model_config: Mapping[str, Any] | None = None,
+    text: TextTargets | None = None,
 ) -> FitResult:
     """Train ``model`` (an RQGCN) on ``train_ids`` [N, 3], validating filtered MRR from codes.
+
+    With ``config.semantic_weight`` > 0, ``text`` (embeddings of all entities) drives the semantic
+    term and its per-epoch mean is ``semantic_loss`` in the history; with 0, ``text`` is ignored.
 
     With ``checkpoint_dir``, a valid checkpoint found there is resumed (or, if that run already
     finished, its result returned at once); ``model_config`` is stored with it and must match
     on resume. After return the model holds the last epoch's weights; the best are in the result.
     """
     _check_inputs(graph, train_ids, valid_ids, filter_index)
+    _check_text(model, graph, text, config)
     device = config.resolve_device()
     use_bf16 = config.bf16 and device.type == "cuda"
     if config.bf16 and not use_bf16:
@@ -224,8 +313,11 @@ def fit(
     model.to(device)
     graph = graph.to(device)
     valid_ids = valid_ids.to(device)
-    queries = TrainQueries.build(train_ids, graph.num_entities, graph.num_relations).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    text = text.to(device) if text is not None and config.semantic_weight > 0 else None
+    queries = TrainQueries.build(train_ids, graph.num_entities, graph.num_relations)  # CPU: batches are built there
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
+    )
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     state = _Progress()
@@ -256,52 +348,45 @@ def fit(
     autocast = (
         (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     )
-    bar = tqdm(total=config.epochs, initial=state.epoch, disable=not progress, desc="training", unit="epoch")
-    try:
+    # A CPU step pays nothing to look at its losses; on CUDA that would stall the host every step,
+    # so the epoch's steps are checked together at its end (the epoch's checkpoint comes after).
+    check_each_step = device.type != "cuda"
+    bar = tqdm(total=config.epochs, initial=state.epoch, disable=None if progress else True, desc="training", unit="epoch")
+    with cudnn_autotune(device), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
-            term_sum = torch.zeros(len(LOSS_TERMS), device=device)  # [3]
+            step_stats: list[torch.Tensor] = []  # per step [5]: loss terms and grad norm
             level_sum: torch.Tensor | None = None  # [3, Q]: loss, utilisation, perplexity
-            grad_sum = torch.zeros((), device=device)
-            steps = 0
-            for batch in queries.batches(config.batch_size, generator, config.label_smoothing):
-                steps += 1
+            first_global_step = state.global_step + 1
+            for batch in queries.batches(config.batch_size, generator, config.label_smoothing, device=device):
                 state.global_step += 1
-                with autocast():
-                    out = model(graph, batch.heads, batch.rels)
-                structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
-                quant = out.quant.loss.float()
-                recon = out.recon_loss.float()
-                loss = structure + quant + config.recon_weight * recon
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                else:
-                    grad_norm = torch.zeros((), device=device)
-                terms = torch.stack([structure, quant, recon]).detach()  # [3]
-                stats = torch.cat([terms, grad_norm.detach().float().reshape(1)])  # [4]
-                if not bool(torch.isfinite(stats).all()):  # the one host sync per step
-                    _raise_non_finite(stats, epoch, steps, state.global_step)
+                stats, levels = train_step(model, graph, batch, optimizer, config, autocast, text)
+                step_stats.append(stats)
+                if check_each_step and not bool(torch.isfinite(stats).all()):
+                    _raise_non_finite(torch.stack(step_stats), epoch, first_global_step)
                 optimizer.step()
-                term_sum += terms
-                grad_sum += grad_norm.detach().float()
-                levels = torch.stack(
-                    [out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]
-                ).detach().float()  # [3, Q]
                 level_sum = levels if level_sum is None else level_sum + levels
 
+            stats = torch.stack(step_stats)  # [S, 5]; on CUDA the one host sync of the epoch
+            _raise_non_finite(stats, epoch, first_global_step)
+            steps = stats.shape[0]
+            term_sum, grad_sum = stats[:, :4].sum(dim=0), stats[:, 4].sum()
             means = (term_sum / steps).tolist()
             metrics: dict[str, float] = {"epoch": float(epoch)}
             metrics["loss"] = means[0] + means[1] + config.recon_weight * means[2]
-            metrics.update(zip(LOSS_TERMS, means))
+            metrics.update(zip(LOSS_TERMS[:3], means[:3]))
+            if text is not None:  # only a run with the semantic term reports it
+                metrics["loss"] += config.semantic_weight * means[3]
+                metrics["semantic_loss"] = means[3]
             assert level_sum is not None  # at least one batch: train_ids is non-empty
             for name, row in zip(("quant_loss", "utilisation", "perplexity"), (level_sum / steps).tolist()):
                 metrics.update({f"{name}_l{q}": v for q, v in enumerate(row, start=1)})
             if config.grad_clip:
                 metrics["grad_norm"] = float(grad_sum / steps)
             metrics["epoch_seconds"] = time.perf_counter() - started
+            metrics["steps_per_second"] = steps / metrics["epoch_seconds"]
+            metrics["peak_memory_gib"] = _peak_memory_gib(device)
             state.train_seconds += metrics["epoch_seconds"]
             state.epoch = epoch
 
@@ -347,6 +432,4 @@ def fit(
                     state.best_epoch,
                 )
                 break
-    finally:
-        bar.close()
     return result()

@@ -46,6 +46,7 @@ def evaluate_link_prediction(
         filter_index,
         params.batch_size,
         params.seed,
+        progress=True,
     )
     report = {
         "convention": "filtered ranking over all entities, both directions, ties get the mean rank",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -11,14 +12,16 @@ import torch
 
 from rq_kg_pipeline.codes.entity_codes import EntityCodes, check_codes_match
 from rq_kg_pipeline.datasets.jsonl import JSONLinesFile
-from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn
-from rq_kg_pipeline.evaluation.ranking import FilterIndex, both_direction_queries, top_k_filtered
+from rq_kg_pipeline.evaluation.candidates import split_candidates
+from rq_kg_pipeline.evaluation.conve_shared import shared_part_score_fn
+from rq_kg_pipeline.evaluation.ranking import FilterIndex, both_direction_queries
 from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import load_model
 from rq_kg_pipeline.params import GenLLMDataParams
 from rq_kg_pipeline.pipelines.tracking import log_artifacts_up_to, log_metrics
 from rq_kg_pipeline.prompts.card import dataset_card
+from rq_kg_pipeline.prompts.columns import JSONLines
 from rq_kg_pipeline.prompts.examples import EntityText, link_prediction_examples, triple_classification_examples
 from rq_kg_pipeline.prompts.names import entity_display_names, relation_display_names
 from rq_kg_pipeline.prompts.tokens import code_token_vocabulary, render_entity_codes, tokens_per_entity
@@ -63,35 +66,46 @@ def rank_candidates(
     test_ids: pd.DataFrame,
     params: GenLLMDataParams,
 ) -> dict[str, torch.Tensor]:
-    """Filtered top-k candidates [2N, k] per split from the model's codes-only scores.
+    """Filtered top-k candidates [2N, k] (int32) per split from the model's codes-only scores.
 
     Train candidates are filtered with the train sources only, so which entities a train
     prompt leaves out never depends on valid/test answers; valid/test use every split, as in
-    evaluation.
+    evaluation. Each distinct (entity, relation) query is scored once for all splits.
     """
+    started = time.perf_counter()
     check_codes_match(entity_codes, model_checkpoint["state_dict"])
     model = load_model(model_checkpoint)
     splits = _split_triples(train_ids, valid_ids, test_ids, params)
     every_split = [id_triples(f) for f in (train_ids, valid_ids, test_ids)]
-    filters = {
-        "train": FilterIndex.build([splits["train"]], graph.num_entities, graph.num_relations),
-        "all": FilterIndex.build(every_split, graph.num_entities, graph.num_relations),
-    }
-    score_fn = codes_only_score_fn(model, graph, entity_codes.codes)
+    train_filter = FilterIndex.build([splits["train"]], graph.num_entities, graph.num_relations)
+    full_filter = FilterIndex.build(every_split, graph.num_entities, graph.num_relations)
+    score_fn = shared_part_score_fn(model, graph, entity_codes.codes)
     k = min(params.candidates_k, graph.num_entities)
-    candidates = {}
-    for split, triples in splits.items():
-        heads, rels, targets = both_direction_queries(triples, graph.num_relations)
-        filter_index = filters["train" if split == "train" else "all"]
-        top = top_k_filtered(score_fn, heads, rels, filter_index, k, keep=targets, batch_size=params.batch_size)
-        candidates[split] = top
+    candidates = split_candidates(score_fn, splits, train_filter, full_filter, k, params.batch_size)
+    for split, top in candidates.items():
+        targets = both_direction_queries(splits[split], graph.num_relations)[2]
         coverage = float((top == targets.unsqueeze(1)).any(dim=1).float().mean())
-        log.info("%s: answer among the top-%d candidates for %.1f%% of %d queries", split, k, 100 * coverage, len(heads))
+        log.info("%s: answer among the top-%d candidates for %.1f%% of %d queries", split, k, 100 * coverage, len(top))
         log_metrics({f"answer_in_candidates_{split}": coverage}, prefix="gen_llm_data.")
-    return candidates
+    seconds = time.perf_counter() - started
+    log.info("ranked %d queries in %.1f s", sum(len(top) for top in candidates.values()), seconds)
+    log_metrics({"ranking_seconds": seconds}, prefix="gen_llm_data.")
+    return {split: top.int() for split, top in candidates.items()}
 
 
-def link_prediction_split(split: str) -> Callable[..., Iterator[dict[str, Any]]]:
+def _candidates_for(candidates: dict[str, torch.Tensor], split: str, queries: int, params: GenLLMDataParams) -> torch.Tensor:
+    """The split's candidate table, refused when it was ranked for other triples or another k."""
+    top = candidates.get(split)
+    if top is None or top.shape[0] != queries or top.shape[1] > params.candidates_k:
+        shape = None if top is None else tuple(top.shape)
+        raise ValueError(
+            f"link_prediction_candidates[{split!r}] has shape {shape}, expected [{queries}, <= candidates_k="
+            f"{params.candidates_k}]: it was ranked with other parameters or triples; rerun the rank_candidates node"
+        )
+    return top
+
+
+def link_prediction_split(split: str) -> Callable[..., JSONLines]:
     """Node function writing link-prediction records of one split (streamed into the JSONL dataset)."""
 
     def build(
@@ -101,26 +115,27 @@ def link_prediction_split(split: str) -> Callable[..., Iterator[dict[str, Any]]]
         valid_ids: pd.DataFrame,
         test_ids: pd.DataFrame,
         params: GenLLMDataParams,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> JSONLines:
         triples = _split_triples(train_ids, valid_ids, test_ids, params)[split]
         num_relations = len(entity_text.relation_names) // 2
         return link_prediction_examples(
             entity_text,
             both_direction_queries(triples, num_relations),
-            candidates[split],
+            _candidates_for(candidates, split, 2 * len(triples), params),
             num_answers=params.num_answers,
             shuffle=params.shuffle,
             seed=params.seed,
             max_examples=params.max_examples[split],
             without_codes_fraction=params.without_codes_fraction if split == "train" else 0.0,
             only_answer_in_candidates=params.train_only_answerable and split == "train",
+            record_format=params.record_format,
         )
 
     build.__name__ = f"link_prediction_{split}"
     return build
 
 
-def triple_classification_split(split: str) -> Callable[..., Iterator[dict[str, Any]]]:
+def triple_classification_split(split: str) -> Callable[..., JSONLines]:
     """Node function writing triple-classification records of one split."""
 
     def build(
@@ -129,7 +144,7 @@ def triple_classification_split(split: str) -> Callable[..., Iterator[dict[str, 
         valid_ids: pd.DataFrame,
         test_ids: pd.DataFrame,
         params: GenLLMDataParams,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> JSONLines:
         triples = _split_triples(train_ids, valid_ids, test_ids, params)[split]
         known = torch.cat([id_triples(f) for f in (train_ids, valid_ids, test_ids)])
         return triple_classification_examples(
@@ -141,6 +156,7 @@ def triple_classification_split(split: str) -> Callable[..., Iterator[dict[str, 
             seed=params.seed + SPLITS.index(split),
             max_examples=params.max_examples[split],
             without_codes_fraction=params.without_codes_fraction if split == "train" else 0.0,
+            record_format=params.record_format,
         )
 
     build.__name__ = f"triple_classification_{split}"
@@ -178,4 +194,5 @@ def write_dataset_card(
         parameters=params.model_dump(),
         example_entity=(entity_text.names[0], entity_text.codes[0]),
         code_stats=code_statistics,
+        record_format=params.record_format,
     )

@@ -1,4 +1,9 @@
-"""Wiring of gen_llm_data: runs alone from the catalogued codes, vocabularies, names, triples and model."""
+"""Wiring of gen_llm_data: runs alone from the catalogued codes, vocabularies, names, triples and model.
+
+Ranking (model inference) writes ``link_prediction_candidates``; every node that writes text
+is tagged ``prompt_writing``, so ``kedro run --pipelines=gen_llm_data --tags=prompt_writing``
+rewrites the JSONL files from the saved candidates without ranking again.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -12,6 +17,7 @@ from rq_kg_pipeline.pipelines.gen_llm_data.nodes import (
 )
 
 TASKS = ("link_prediction", "triple_classification")
+WRITING = "prompt_writing"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,6 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs=["entity_text", "link_prediction_candidates", *ids, params],
             outputs=f"link_prediction_{split}_jsonl",
             name=f"write_link_prediction_{split}",
+            tags=[WRITING],
         )
         for split in SPLITS
     ] + [
@@ -31,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             inputs=["entity_text", *ids, params],
             outputs=f"triple_classification_{split}_jsonl",
             name=f"write_triple_classification_{split}",
+            tags=[WRITING],
         )
         for split in SPLITS
     ]
@@ -50,6 +58,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["entity_codes", "entity_vocab", "entity_names", "relation_vocab"],
                 outputs=["entity_text", "code_token_vocabulary"],
                 name="prepare_entity_text",
+                tags=[WRITING],
             ),
             Node(
                 rank_candidates,
@@ -58,6 +67,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="rank_candidates",
             ),
             *writers,
-            Node(write_dataset_card, inputs=card_inputs, outputs="llm_dataset_card", name="write_dataset_card"),
+            Node(
+                write_dataset_card, inputs=card_inputs, outputs="llm_dataset_card", name="write_dataset_card", tags=[WRITING]
+            ),
         ]
     )

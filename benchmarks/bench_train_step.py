@@ -1,0 +1,83 @@
+"""Median training step of the FB15k-237 recipe (batch 1024, L 16, K 1024, Q 4), CPU or CUDA.
+
+Times the training loop's own step (``training.loop.train_step`` + ``optimizer.step()``) on
+real batches, after warm-up steps, and reports peak memory (RSS on CPU, allocated on CUDA).
+
+    python benchmarks/bench_train_step.py --device cpu --steps 10
+    python benchmarks/bench_train_step.py --device cuda --steps 100 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from common import DEFAULT_DATA, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
+
+from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.training.loop import cudnn_autotune, train_step
+from rq_kg_pipeline.training.queries import TrainQueries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--backend", default=None, help="message passing backend (default: the recipe's)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
+    parser.add_argument("--profile", action="store_true", help="print the torch profiler's top operators of 3 steps")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the ConvE scorer and the sequence encoder")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    bench = load_benchmark(args.data)
+    model_config, config = recipe()
+    if args.backend:
+        model_config["backend"] = args.backend
+    config = replace(config, bf16=config.bf16 if args.bf16 is None else args.bf16)
+    torch.manual_seed(config.seed)
+    model = RQGCN(bench.graph.num_entities, bench.graph.num_relations, **model_config).to(device).train()
+    graph = bench.graph.to(device)
+    if args.compile:
+        model.scorer = torch.compile(model.scorer)
+        model.sequence_encoder = torch.compile(model.sequence_encoder, dynamic=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    queries = TrainQueries.build(bench.ids["train"], graph.num_entities, graph.num_relations)
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = itertools.chain.from_iterable(
+        queries.batches(config.batch_size, generator, config.label_smoothing, device=device) for _ in itertools.count()
+    )
+    use_bf16 = config.bf16 and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+    def step() -> None:
+        train_step(model, graph, next(batches), optimizer, config, autocast)
+        optimizer.step()
+
+    with cudnn_autotune(device):
+        seconds = time_calls(step, args.steps, device, warmup=args.warmup)
+        memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated" if device.type == "cuda"
+                  else f"{peak_rss_gib():.2f} GiB peak RSS")
+        print_table([("training step (batch 1024)", seconds, memory)],
+                    f"FB15k-237 training step on {describe_device(device)}, backend {model_config['backend']}, "
+                    f"bf16 {use_bf16}, compile {args.compile}, {queries.num_batches(config.batch_size)} steps per epoch")
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with profile(activities=activities) as prof:
+                for _ in range(3):
+                    step()
+                sync(device)
+            sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

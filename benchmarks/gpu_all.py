@@ -1,0 +1,52 @@
+"""Every GPU benchmark in one go (GPU time is scarce): training step, validation pass and
+extraction, the quantizer against ResidualVQ, and optionally a timed FB15k-237 training run.
+
+    python benchmarks/gpu_all.py --data ../shared/data/FB15k-237 --out /tmp/gpu [--train-minutes 8]
+
+Each script's table is printed as it finishes and appended to OUT/gpu_benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from common import DEFAULT_DATA
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--train-minutes", type=float, default=0.0, help="0 = skip the timed training run")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = ["--data", str(args.data)]
+    runs = [
+        ["bench_train_step.py", *data, "--device", "cuda", "--steps", "100", "--warmup", "10"],
+        ["bench_eval.py", *data, "--device", "cuda", "--repeats", "5"],
+        ["bench_quantizer.py", "--device", "cuda"],
+    ]
+    if args.train_minutes > 0:
+        runs.append(["train_fb15k237.py", *data, "--out", str(args.out / "train"), "--minutes", str(args.train_minutes)])
+    report = args.out / "gpu_benchmarks.md"
+    failed = 0
+    for run in runs:
+        command = [sys.executable, str(HERE / run[0]), *run[1:]]
+        result = subprocess.run(command, capture_output=True, text=True)
+        text = f"\n## {' '.join(run)}\n\n{result.stdout[-6000:]}\n"
+        if result.returncode:
+            failed += 1
+            text += f"exit {result.returncode}:\n{result.stderr[-3000:]}\n"
+        print(text, flush=True)
+        with report.open("a") as handle:
+            handle.write(text)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
