@@ -17,6 +17,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from rq_kg_pipeline.io.atomic import atomic_path
 from rq_kg_pipeline.prompts.columns import JSONLines, json_quoted
 from rq_kg_pipeline.prompts.direct_write import open_sequential
@@ -32,7 +34,9 @@ def _write_rendered(lines: JSONLines, handle: Any, max_examples: int | None) -> 
     thread while the next is rendered (both release the GIL for their heavy part); return the
     number of lines written."""
     count = 0
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    total = lines.num_records if max_examples is None else min(lines.num_records, max_examples)
+    bar = tqdm(total=total, desc="writing JSONL", unit="record", unit_scale=True, leave=False, disable=None)  # terminal only
+    with ThreadPoolExecutor(max_workers=1) as writer, bar:
         pending: Future | None = None
         for chunk in lines.chunks():
             if max_examples is not None and count + len(chunk) > max_examples:
@@ -41,6 +45,7 @@ def _write_rendered(lines: JSONLines, handle: Any, max_examples: int | None) -> 
                 pending.result()  # one chunk in flight: memory stays at two chunks
             pending = writer.submit(handle.write, chunk.data())
             count += len(chunk)
+            bar.update(len(chunk))
             if max_examples is not None and count >= max_examples:
                 break
         if pending is not None:
