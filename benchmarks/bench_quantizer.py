@@ -200,7 +200,7 @@ def run_case(args: argparse.Namespace, name: str, n: int) -> dict[str, Any]:
     train_s = time.perf_counter() - t0
     mse = reconstruction_mse(quantizer, latents)
     chunk = ref_chunk(name, n, args.codes, args.ref_memory_gb)
-    z = latents.clone().requires_grad_(True)
+    z = latents.requires_grad_(True)  # the latents themselves: no second copy
     step = step_fn(quantizer, z, chunk)
     for _ in range(args.warmup):
         step()
@@ -233,6 +233,17 @@ def describe(device: torch.device) -> str:
     return f"device {device.type} ({where}{load}); torch {torch.__version__}; vector-quantize-pytorch {vq}"
 
 
+def format_row(r: dict[str, Any], rq_median: float | None) -> str:
+    """One markdown table row of a case's result (``rq_median``: RQCodebook's median at that n)."""
+    if "error" in r:
+        return f"| {r['impl']} | {r['n']:,} | failed: {r['error']} |"
+    med = statistics.median(r["wall"])
+    ratio = f"{med / rq_median:.2f}x" if rq_median else "-"
+    return (f"| {r['impl']} | {r['n']:,} | {med:.3f} | {min(r['wall']):.3f} | {max(r['wall']):.3f} | "
+            f"{statistics.median(r['cpu']):.2f} | {r['peak_gib']:.2f} ({r['base_gib']:.2f}) | {ratio} | "
+            f"{r['mse']:.5f} | {r['mse'] / r['latent_ms']:.4f} | {r['train_s']:.1f} | {r['chunk']:,} |")
+
+
 def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     mem = "peak GPU alloc GiB" if args.device == "cuda" else "peak RSS GiB"
     print(f"\nQ={args.levels} K={args.codes} D={args.dim}; fwd+bwd over all n latents, {args.repeats} repeats; "
@@ -241,14 +252,7 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rq = {r["n"]: statistics.median(r["wall"]) for r in results if r["impl"] == "RQCodebook" and "wall" in r}
     for r in results:
-        if "error" in r:
-            print(f"| {r['impl']} | {r['n']} | failed: {r['error']} |")
-            continue
-        med = statistics.median(r["wall"])
-        ratio = f"{med / rq[r['n']]:.2f}x" if r["n"] in rq else "-"
-        print(f"| {r['impl']} | {r['n']:,} | {med:.3f} | {min(r['wall']):.3f} | {max(r['wall']):.3f} | "
-              f"{statistics.median(r['cpu']):.2f} | {r['peak_gib']:.2f} ({r['base_gib']:.2f}) | {ratio} | "
-              f"{r['mse']:.5f} | {r['mse'] / r['latent_ms']:.4f} | {r['train_s']:.1f} | {r['chunk']:,} |")
+        print(format_row(r, rq.get(r["n"])))
     sys.stdout.flush()
 
 
@@ -305,10 +309,8 @@ def main(argv: list[str] | None = None) -> None:
                 except Exception as err:  # noqa: BLE001 - an out-of-memory child is reported, not fatal
                     result = {"impl": name, "n": n, "error": f"{type(err).__name__}: {err}"[:200]}
             results.append(result)
-            if "error" in result:
-                print(f"{name} n={n}: {result['error']}", flush=True)
-            else:
-                print(f"{name} n={n:,}: median {statistics.median(result['wall']):.3f} s, MSE {result['mse']:.5f}", flush=True)
+            rq = [statistics.median(r["wall"]) for r in results if r["impl"] == "RQCodebook" and r["n"] == n and "wall" in r]
+            print("done: " + format_row(result, rq[0] if rq else None), flush=True)  # survives a later failure
     print_report(results, args)
 
 

@@ -80,11 +80,8 @@ class DirectWriter:
 def open_sequential(path: str | Path, buffer_size: int = DEFAULT_BUFFER) -> DirectWriter | BinaryIO:
     """A new (truncated) file at ``path`` for sequential binary writes: direct I/O when possible, else buffered."""
     flag = getattr(os, "O_DIRECT", 0)
-    if flag:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666)
-        except OSError:  # EINVAL: the filesystem does not do direct I/O
-            pass
-        else:
-            return DirectWriter(fd, buffer_size)
-    return open(path, "wb")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flag, 0o666) if flag else None
+    except OSError:  # EINVAL: the filesystem does not do direct I/O
+        fd = None
+    return DirectWriter(fd, buffer_size) if fd is not None else open(path, "wb")
