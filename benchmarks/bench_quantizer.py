@@ -199,6 +199,7 @@ def run_case(args: argparse.Namespace, name: str, n: int) -> dict[str, Any]:
     sync(device)
     train_s = time.perf_counter() - t0
     mse = reconstruction_mse(quantizer, latents)
+    latent_power = float(latents.pow(2).mean())
     chunk = ref_chunk(name, n, args.codes, args.ref_memory_gb)
     z = latents.requires_grad_(True)  # the latents themselves: no second copy
     step = step_fn(quantizer, z, chunk)
@@ -216,7 +217,7 @@ def run_case(args: argparse.Namespace, name: str, n: int) -> dict[str, Any]:
         cpu.append(time.process_time() - c0)
     return {
         "impl": name, "n": n, "wall": wall, "cpu": cpu, "peak_gib": peak_memory_gib(device), "base_gib": base,
-        "chunk": chunk, "train_s": train_s, "mse": mse, "latent_ms": float(latents.pow(2).mean()),
+        "chunk": chunk, "train_s": train_s, "mse": mse, "latent_ms": latent_power,
     }
 
 
