@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rq_kg_pipeline.models.dropout import Dropout
+from rq_kg_pipeline.models.sharding import BatchShard, shard_batch_norm, shard_dropout
 
 
 def default_conve_shape(dim: int) -> tuple[int, int]:
@@ -65,18 +66,22 @@ class ConvEScorer(nn.Module):
         self.hidden_drop = Dropout(hidden_drop)
         self.bn2 = nn.BatchNorm1d(dim)
 
-    def query(self, ent: Tensor, rel: Tensor) -> Tensor:
-        """ent [B, D], rel [B, D] -> query vector [B, D] (before the dot with candidates)."""
+    def query(self, ent: Tensor, rel: Tensor, shard: BatchShard | None = None) -> Tensor:
+        """ent [B, D], rel [B, D] -> query vector [B, D] (before the dot with candidates).
+
+        With ``shard``, the B rows are this process's part of a data-parallel batch: batch norm
+        and dropout act as on the whole batch (see :mod:`rq_kg_pipeline.models.sharding`)."""
         if ent.shape != rel.shape or ent.ndim != 2 or ent.shape[1] != self.dim:
             raise ValueError(f"ent and rel must both be [B, {self.dim}], got {tuple(ent.shape)} and {tuple(rel.shape)}")
         image = torch.cat([ent.reshape(-1, 1, self.k_h, self.k_w), rel.reshape(-1, 1, self.k_h, self.k_w)], dim=2)  # [B, 1, 2k_h, k_w]
-        x = self.input_drop(self.bn0(image))
-        x = self.feature_drop(F.relu(self.bn1(self.conv(x))))  # [B, F, 2k_h-ks+1, k_w-ks+1]
-        x = self.hidden_drop(self.fc(x.flatten(1)))  # [B, D]
-        return F.relu(self.bn2(x))
+        x = shard_dropout(self.input_drop, shard_batch_norm(self.bn0, image, shard), shard)
+        x = F.relu(shard_batch_norm(self.bn1, self.conv(x), shard))  # [B, F, 2k_h-ks+1, k_w-ks+1]
+        x = shard_dropout(self.feature_drop, x, shard)
+        x = shard_dropout(self.hidden_drop, self.fc(x.flatten(1)), shard)  # [B, D]
+        return F.relu(shard_batch_norm(self.bn2, x, shard))
 
-    def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
+    def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor, shard: BatchShard | None = None) -> Tensor:
         """Logits [B, M] of queries (ent [B, D], rel [B, D]) against candidates [M, D]."""
         if candidates.ndim != 2 or candidates.shape[1] != self.dim:
             raise ValueError(f"candidates must be [M, {self.dim}], got {tuple(candidates.shape)}")
-        return self.query(ent, rel) @ candidates.t()
+        return self.query(ent, rel, shard) @ candidates.t()

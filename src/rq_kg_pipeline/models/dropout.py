@@ -29,5 +29,13 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return F.dropout(x, self.p, self.training, self.inplace)
+        return self.rows_of_batch(x, 0, x.shape[0])
+
+    def rows_of_batch(self, x: Tensor, start: int, total: int) -> Tensor:
+        """Dropout of x [rows, ...], rows [start, start + rows) of a batch of ``total``: the mask is
+        drawn for the whole batch (on every device, so data-parallel processes draw alike) and sliced."""
+        if not self.training or self.p == 0.0:
+            return x
         p = round(self.p * _LEVELS) / _LEVELS
-        return x.masked_fill(~keep_mask(x.shape, p, x.device), 0.0) * (1.0 / (1.0 - p))
+        keep = keep_mask(torch.Size((total, *x.shape[1:])), p, x.device)[start : start + x.shape[0]]
+        return x.masked_fill(~keep, 0.0) * (1.0 / (1.0 - p))

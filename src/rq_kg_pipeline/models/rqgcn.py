@@ -24,6 +24,7 @@ from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.models.compgcn import CompGCNEncoder
 from rq_kg_pipeline.models.conve import ConvEScorer, default_conve_shape
 from rq_kg_pipeline.models.rq_codebook import RQCodebook, RQOutput
+from rq_kg_pipeline.models.sharding import BatchShard
 from rq_kg_pipeline.models.transformer import SequenceEncoder
 
 
@@ -138,9 +139,11 @@ class RQGCN(nn.Module):
             raise ValueError("this RQGCN has no semantic head: build it with semantic_dim > 0")
         return self.semantic_head(decoded)
 
-    def score(self, query_ent: Tensor, rel_ids: Tensor, rel_table: Tensor, candidates: Tensor) -> Tensor:
+    def score(
+        self, query_ent: Tensor, rel_ids: Tensor, rel_table: Tensor, candidates: Tensor, shard: BatchShard | None = None
+    ) -> Tensor:
         """ConvE logits [B, M] of queries (query_ent [B, D], rel_ids [B]) against candidates [M, D]."""
-        return self.scorer(query_ent, rel_table.index_select(0, rel_ids), candidates)
+        return self.scorer(query_ent, rel_table.index_select(0, rel_ids), candidates, shard)
 
     # ------------------------------------------------------------------------- training
     def forward(
@@ -150,12 +153,17 @@ class RQGCN(nn.Module):
         rels: Tensor,
         unique_heads: Tensor | None = None,
         head_index: Tensor | None = None,
+        shard: BatchShard | None = None,
     ) -> RQGCNOutput:
         """heads [B] entity ids, rels [B] relation ids in [0, 2R) -> logits, quantizer output, recon loss.
 
         ``unique_heads`` [U] / ``head_index`` [B] (``torch.unique(heads, return_inverse=True)``)
         may come precomputed with the batch: on CUDA, computing them here would stall the
         host until the GPU catches up (data-dependent output size).
+
+        Data-parallel training passes this process's rows of the batch as heads/rels/head_index
+        with ``shard`` saying where they sit, and the whole batch's ``unique_heads``: the graph
+        encoder, tokenisation and quantizer run on every process alike, ConvE on the shard.
         """
         if heads.ndim != 1 or heads.shape != rels.shape or heads.numel() == 0:
             raise ValueError(f"heads and rels must be non-empty 1-D tensors of one length, got {tuple(heads.shape)} and {tuple(rels.shape)}")
@@ -173,7 +181,7 @@ class RQGCN(nn.Module):
         quant = self.quantizer.quantize(self.latent_sequence(head_vecs))  # z_q [U, L, D]
         decoded = self.aggregate(quant.z_q)  # [U, D]
         recon_loss = F.mse_loss(decoded, head_vecs)
-        logits = self.score(decoded.index_select(0, head_index), rels, rel, ent)  # [B, M]
+        logits = self.score(decoded.index_select(0, head_index), rels, rel, ent, shard)  # [B, M]
         return RQGCNOutput(logits, quant, recon_loss, decoded)
 
     # ----------------------------------------------------------------------- extraction

@@ -139,13 +139,15 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any], epoch: int, 
     return path
 
 
-def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every RNG that training draws from, as tensors and plain values."""
+def capture_rng_state(generator: torch.Generator | None = None, device: torch.device | None = None) -> dict[str, Any]:
+    """Every RNG that training draws from, as tensors and plain values; of the CUDA ones, the
+    training ``device``'s (every data-parallel process draws alike on its own GPU)."""
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    on_cuda = device is not None and device.type == "cuda"
     state: dict[str, Any] = {
         "torch_cpu": torch.get_rng_state(),
-        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "torch_cuda": [torch.cuda.get_rng_state(device)] if on_cuda else [],
         "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss_next": py_gauss},
         "numpy": {
             "name": np_name,
@@ -160,19 +162,16 @@ def capture_rng_state(generator: torch.Generator | None = None) -> dict[str, Any
     return state
 
 
-def restore_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+def restore_rng_state(
+    state: dict[str, Any], generator: torch.Generator | None = None, device: torch.device | None = None
+) -> None:
+    """Inverse of :func:`capture_rng_state`; the stored CUDA state goes to the training ``device``."""
     torch.set_rng_state(state["torch_cpu"].cpu())
     cuda_states = state["torch_cuda"]
-    if cuda_states and torch.cuda.is_available():
-        if len(cuda_states) != torch.cuda.device_count():
-            log.warning(
-                "checkpoint has CUDA RNG states for %d devices, this machine has %d; CUDA RNG not restored",
-                len(cuda_states),
-                torch.cuda.device_count(),
-            )
-        else:
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+    if cuda_states and device is not None and device.type == "cuda":
+        if len(cuda_states) != 1:  # written by an older version: one state per visible GPU
+            log.warning("checkpoint has CUDA RNG states for %d devices; restoring the first", len(cuda_states))
+        torch.cuda.set_rng_state(cuda_states[0].cpu(), device)
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss_next"]))
     nps = state["numpy"]

@@ -3,6 +3,9 @@ validation, early stopping, and resumable checkpoints (plain PyTorch; metrics le
 
 Resuming restores weights, optimiser, every RNG and the bookkeeping, so a run interrupted after
 a checkpoint and resumed gives the same weights as one that never stopped (on CPU, fixed seed).
+Inside an initialised process group (torchrun, or :func:`rq_kg_pipeline.training.distributed.launch`)
+the same loop trains data-parallel (see that module); rank 0 alone validates, writes checkpoints
+and calls back, and a checkpoint resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn
 from rq_kg_pipeline.evaluation.ranking import FilterIndex, filtered_ranks, rank_metrics
 from rq_kg_pipeline.kg.graph import KGGraph
+from rq_kg_pipeline.models.sharding import BatchShard
 from rq_kg_pipeline.semantics.loss import TextTargets, semantic_loss
 from rq_kg_pipeline.training.checkpoint import (
     BEST_NAME,
@@ -37,6 +42,7 @@ from rq_kg_pipeline.training.checkpoint import (
     write_verified,
 )
 from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.distributed import DataParallel
 from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
 log = logging.getLogger(__name__)
@@ -155,6 +161,7 @@ def train_step(
     config: TrainConfig,
     autocast: Callable[[], Any] = nullcontext,
     text: TextTargets | None = None,
+    parallel: DataParallel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, losses, backward and clipping of one batch; the caller checks and calls
     ``optimizer.step()``. -> (structure, quant, recon, semantic, grad norm) [5], per-level stats
@@ -163,15 +170,25 @@ def train_step(
     The semantic term (``text`` on the model's device, ``config.semantic_weight`` > 0) compares the
     model's semantic head on the decoded vectors of the batch's distinct heads with their text
     embeddings; otherwise it is not computed at all (reported as 0), so the step is the one without it.
+
+    Data-parallel (``parallel``, ``model`` wrapped in DDP, ``batch`` this process's shard): each
+    process's structure loss is its share of the whole batch's mean (rows / total), times N
+    because DDP averages gradients; the other terms are the same on every process. The averaged
+    gradient is then the single-process one, and the returned stats are the whole batch's.
     """
     use_text = text is not None and config.semantic_weight > 0
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    rows = batch.heads.shape[0]
+    shard = BatchShard(batch.start, batch.start + rows, batch.total) if parallel is not None else None
     with autocast():
-        out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index)
-        predicted = model.semantic_projection(out.decoded) if use_text else None  # [U, E]
+        out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index, shard)
+        predicted = core.semantic_projection(out.decoded) if use_text else None  # [U, E]
     structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
+    if shard is not None:
+        structure = structure * (rows / batch.total)  # this process's share of the batch mean
     quant = out.quant.loss.float()
     recon = out.recon_loss.float()
-    loss = structure + quant + config.recon_weight * recon
+    loss = (parallel.world_size if parallel is not None else 1) * structure + quant + config.recon_weight * recon
     if use_text:
         heads = batch.unique_heads  # [U]
         semantic = semantic_loss(predicted, text.embeddings.index_select(0, heads), text.mask.index_select(0, heads))
@@ -184,6 +201,8 @@ def train_step(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     else:
         grad_norm = torch.zeros((), device=structure.device)
+    if parallel is not None:
+        structure = parallel.sum_(structure.detach().clone())  # the whole batch's mean
     stats = torch.stack([structure, quant, recon, semantic, grad_norm.float()]).detach()  # [5]
     levels = torch.stack([out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]).detach().float()  # [3, Q]
     return stats, levels
@@ -196,6 +215,7 @@ def _payload(
     state: _Progress,
     config: TrainConfig,
     model_config: Mapping[str, Any] | None,
+    device: torch.device,
 ) -> dict[str, Any]:
     return {
         "format_version": CHECKPOINT_FORMAT,
@@ -203,7 +223,7 @@ def _payload(
         "global_step": state.global_step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": capture_rng_state(generator),
+        "rng": capture_rng_state(generator, device),
         "best_valid_mrr": state.best_valid_mrr,
         "best_epoch": state.best_epoch,
         "best_model": state.best_state,
@@ -223,6 +243,7 @@ def _restore(
     generator: torch.Generator,
     config: TrainConfig,
     model_config: Mapping[str, Any] | None,
+    device: torch.device,
 ) -> _Progress:
     payload = load_checkpoint(path, map_location="cpu")
     if payload.get("format_version") != CHECKPOINT_FORMAT:
@@ -242,7 +263,7 @@ def _restore(
         log.warning("resuming %s with changed training settings (stored, now): %s", path, changed)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
-    restore_rng_state(payload["rng"], generator)
+    restore_rng_state(payload["rng"], generator, device)
     return _Progress(
         epoch=int(payload["epoch"]),
         global_step=int(payload["global_step"]),
@@ -305,7 +326,11 @@ def fit(
     """
     _check_inputs(graph, train_ids, valid_ids, filter_index)
     _check_text(model, graph, text, config)
+    parallel = DataParallel.current()
+    main = parallel is None or parallel.is_main  # validates, checkpoints, calls back
     device = config.resolve_device()
+    if parallel is not None and device.type == "cuda":
+        device = torch.device("cuda", parallel.local_rank)
     use_bf16 = config.bf16 and device.type == "cuda"
     if config.bf16 and not use_bf16:
         log.info("bf16 autocast is CUDA-only; training in float32 on %s", device)
@@ -325,7 +350,7 @@ def fit(
     if checkpoint_dir is not None:
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
-            state = _restore(found, model, optimizer, generator, config, model_config)
+            state = _restore(found, model, optimizer, generator, config, model_config, device)
             resumed_from = state.epoch
             log.info("resumed from %s (epoch %d)", found, state.epoch)
 
@@ -351,7 +376,13 @@ def fit(
     # A CPU step pays nothing to look at its losses; on CUDA that would stall the host every step,
     # so the epoch's steps are checked together at its end (the epoch's checkpoint comes after).
     check_each_step = device.type != "cuda"
-    bar = tqdm(total=config.epochs, initial=state.epoch, disable=None if progress else True, desc="training", unit="epoch")
+    # Every process holds the same weights (restored from one checkpoint or seeded alike); DDP
+    # all-reduces the gradients. Buffers (batch-norm statistics) move alike on every process.
+    trained = DistributedDataParallel(model, forward_sync_buffers=False) if parallel is not None else model
+    rank, world_size = (parallel.rank, parallel.world_size) if parallel is not None else (0, 1)
+    bar = tqdm(
+        total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
+    )
     with cudnn_autotune(device), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
@@ -359,9 +390,12 @@ def fit(
             step_stats: list[torch.Tensor] = []  # per step [5]: loss terms and grad norm
             level_sum: torch.Tensor | None = None  # [3, Q]: loss, utilisation, perplexity
             first_global_step = state.global_step + 1
-            for batch in queries.batches(config.batch_size, generator, config.label_smoothing, device=device):
+            batches = queries.batches(
+                config.batch_size, generator, config.label_smoothing, device=device, rank=rank, world_size=world_size
+            )
+            for batch in batches:
                 state.global_step += 1
-                stats, levels = train_step(model, graph, batch, optimizer, config, autocast, text)
+                stats, levels = train_step(trained, graph, batch, optimizer, config, autocast, text, parallel)
                 step_stats.append(stats)
                 if check_each_step and not bool(torch.isfinite(stats).all()):
                     _raise_non_finite(torch.stack(step_stats), epoch, first_global_step)
@@ -390,7 +424,7 @@ def fit(
             state.train_seconds += metrics["epoch_seconds"]
             state.epoch = epoch
 
-            if epoch % config.eval_every == 0 or epoch == config.epochs:
+            if (epoch % config.eval_every == 0 or epoch == config.epochs) and main:
                 eval_started = time.perf_counter()
                 metrics.update(_valid_metrics(model, graph, valid_ids, filter_index, config.eval_batch_size))
                 metrics["eval_seconds"] = time.perf_counter() - eval_started
@@ -410,26 +444,29 @@ def fit(
                 else:
                     state.bad_evals += 1
                     state.stopped_early = config.patience > 0 and state.bad_evals >= config.patience
+            if parallel is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
+                state.stopped_early = parallel.flag_from_main(state.stopped_early, device)
             state.history.append(metrics)
 
             due = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
-            if checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
+            if main and checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
                 save_checkpoint(
-                    checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config), epoch
+                    checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config, device), epoch
                 )
             bar.update(1)
             bar.set_postfix(
                 loss=f"{metrics['loss']:.4f}", best_mrr=f"{state.best_valid_mrr:.4f}" if state.best_epoch else "-"
             )
-            if on_epoch_end is not None:
+            if on_epoch_end is not None and main:
                 on_epoch_end(epoch, metrics)
             if state.stopped_early:
-                log.info(
-                    "early stop at epoch %d: no valid MRR gain in %d evaluations (best %.4f at epoch %d)",
-                    epoch,
-                    state.bad_evals,
-                    state.best_valid_mrr,
-                    state.best_epoch,
-                )
+                if main:
+                    log.info(
+                        "early stop at epoch %d: no valid MRR gain in %d evaluations (best %.4f at epoch %d)",
+                        epoch,
+                        state.bad_evals,
+                        state.best_valid_mrr,
+                        state.best_epoch,
+                    )
                 break
     return result()

@@ -19,13 +19,19 @@ from rq_kg_pipeline.evaluation.ranking import FilterIndex
 
 @dataclass(frozen=True)
 class QueryBatch:
-    """One batch of 1-N queries, its distinct heads, and its smoothed label matrix."""
+    """One batch of 1-N queries, its distinct heads, and its smoothed label matrix.
+
+    In data-parallel training a process holds rows [start, start + B) of a batch of ``total``
+    queries (its shard) and the distinct heads of the whole batch; otherwise start 0, total B.
+    """
 
     heads: torch.Tensor  # [B] int64 query entity
     rels: torch.Tensor  # [B] int64 relation in [0, 2R)
     labels: torch.Tensor  # [B, M] float32 smoothed targets
-    unique_heads: torch.Tensor  # [U] int64 sorted distinct heads
+    unique_heads: torch.Tensor  # [U] int64 sorted distinct heads (of the whole batch)
     head_index: torch.Tensor  # [B] int64 position of heads[i] in unique_heads
+    start: int = 0
+    total: int = 0  # queries in the whole batch (0: B, no sharding)
 
 
 @dataclass(frozen=True)
@@ -67,35 +73,52 @@ class TrainQueries:
         label_smoothing: float,
         shuffle: bool = True,
         device: torch.device | str | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[QueryBatch]:
         """One epoch of batches on ``device`` (default: the index's) in an order drawn from
         ``generator`` (a CPU generator, so the same seed gives the same order on every device).
-        The last batch may be smaller; a last batch of one query joins the one before it
-        (batch norm cannot train on one row)."""
+        The last batch may be smaller; a last batch of fewer than max(2, world_size) queries joins
+        the one before it (batch norm cannot train on one row, and every process needs one).
+
+        With ``world_size`` > 1, process ``rank`` gets its shard of every batch: the batches of
+        one process, cut into world_size contiguous slices without overlap (slice ``rank``), with
+        the distinct heads of the whole batch. All processes must pass equal generators."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if world_size > min(batch_size, len(self)):
+            raise ValueError(
+                f"{world_size} processes need batches of at least {world_size} queries "
+                f"(batch_size {batch_size}, {len(self)} training queries)"
+            )
         device = torch.device(device) if device is not None else self.index.device
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # [n]
         order = order.to(self.index.device)
         entities, relations = self.index.query_entities(), self.index.query_relations()  # [n]
-        bounds = [*range(0, n, batch_size)][: self.num_batches(batch_size)] + [n]
+        bounds = [*range(0, n, batch_size)][: self.num_batches(batch_size, world_size)] + [n]
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            ids = order[start:stop]  # [B]
-            heads = entities[ids]
-            unique_heads, head_index = torch.unique(heads, return_inverse=True)  # [U], [B]
+            total = stop - start
+            lo, hi = rank * total // world_size, (rank + 1) * total // world_size  # this process's rows
+            batch_heads = entities[order[start:stop]]  # [total]
+            unique_heads, head_index = torch.unique(batch_heads, return_inverse=True)  # [U], [total]
+            ids = order[start + lo : start + hi]  # [B]
             yield QueryBatch(
-                _to(heads, device),
+                _to(batch_heads[lo:hi], device),
                 _to(relations[ids], device),
                 self.labels(ids, label_smoothing, device),
                 _to(unique_heads, device),
-                _to(head_index, device),
+                _to(head_index[lo:hi], device),
+                start=lo,
+                total=total,
             )
 
-    def num_batches(self, batch_size: int) -> int:
+    def num_batches(self, batch_size: int, world_size: int = 1) -> int:
         n = len(self)
         full, rest = divmod(n, batch_size)
-        return full + (rest > 1 or (rest == 1 and full == 0))
+        return full + (rest >= max(2, world_size) or (rest > 0 and full == 0))
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
