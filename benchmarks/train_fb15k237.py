@@ -6,6 +6,7 @@ Training advances in chunks of ``--eval-every`` epochs through the loop's own
 checkpoint/resume, and stops at ``--epochs`` or once ``--minutes`` have passed.
 
     python benchmarks/train_fb15k237.py --data ../shared/data/FB15k-237 --out /tmp/fb --minutes 7
+    torchrun --standalone --nproc_per_node=2 benchmarks/train_fb15k237.py ...   # data-parallel, one GPU each
 
 With ``--text-embeddings PATH`` (made on a CPU machine by benchmarks/embed_entity_texts.py) the
 semantic term trains with weight ``--semantic-weight`` (default: the config's); without, it is off.
@@ -38,6 +39,7 @@ from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.semantics.alignment import neighbour_agreement
 from rq_kg_pipeline.semantics.loss import TextTargets
 from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.distributed import init_from_env
 from rq_kg_pipeline.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +129,10 @@ def main() -> None:
         semantic_weight=(0.0 if args.text_embeddings is None else config.semantic_weight)
         if args.semantic_weight is None else args.semantic_weight,
     )
+    parallel = init_from_env(config.resolve_device().type)  # under torchrun: join its process group
+    main = parallel is None or parallel.is_main
+    world_size = parallel.world_size if parallel is not None else 1
+    say = print if main else (lambda *a, **k: None)  # rank 0 alone prints, validates and writes
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
@@ -134,16 +140,16 @@ def main() -> None:
     ids = {s: torch.from_numpy(a) for s, a in indexed.splits.items()}
     graph = build_graph(ids["train"], indexed.num_entities, indexed.num_relations)
     filter_index = FilterIndex.build(list(ids.values()), graph.num_entities, graph.num_relations)
-    print(f"data: {indexed.num_entities} entities, {graph.num_edges} edges, {time.perf_counter() - t0:.1f} s", flush=True)
+    say(f"data: {indexed.num_entities} entities, {graph.num_edges} edges, {time.perf_counter() - t0:.1f} s", flush=True)
 
     text = None if args.text_embeddings is None else load_text_targets(args.text_embeddings, indexed.entities["label"].astype(str).tolist())
     if config.semantic_weight > 0:
         model_config["semantic_dim"] = text.dim
-        print(f"semantic term: weight {config.semantic_weight}, {int(text.mask.sum())} entities with text, E {text.dim}", flush=True)
+        say(f"semantic term: weight {config.semantic_weight}, {int(text.mask.sum())} entities with text, E {text.dim}", flush=True)
     torch.manual_seed(config.seed)
     model = RQGCN(graph.num_entities, graph.num_relations, **model_config)
     device = config.resolve_device()
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+    say(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}) x {world_size} processes, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters", flush=True)
     start = time.perf_counter()
     result = None
@@ -153,10 +159,16 @@ def main() -> None:
                      checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config,
                      text=text)
         last = result.history[-1]
-        print(f"epoch {result.last_epoch}: loss {last['loss']:.4f} valid_mrr {last.get('valid_mrr', float('nan')):.4f} "
+        say(f"epoch {result.last_epoch}: loss {last['loss']:.4f} valid_mrr {last.get('valid_mrr', float('nan')):.4f} "
               f"epoch {last['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-        if result.stopped_early or time.perf_counter() - start > args.minutes * 60 or result.last_epoch >= config.epochs:
+        over_time = time.perf_counter() - start > args.minutes * 60
+        if parallel is not None:  # every process stops after the same chunk: rank 0's clock decides
+            over_time = parallel.flag_from_main(over_time, torch.device("cuda", parallel.local_rank) if device.type == "cuda" else device)
+        if result.stopped_early or over_time or result.last_epoch >= config.epochs:
             break
+    if not main:
+        torch.distributed.destroy_process_group()
+        return
 
     history = pd.DataFrame(result.history)
     history.to_csv(args.out / "history.csv", index=False)
@@ -174,6 +186,7 @@ def main() -> None:
     (args.out / "link_prediction.json").write_text(json.dumps(metrics, indent=1))
     summary = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
+        "processes": world_size,
         "epochs": result.last_epoch,
         "best_epoch": result.best_epoch,
         "median_epoch_seconds": float(history["epoch_seconds"].median()),
@@ -192,6 +205,8 @@ def main() -> None:
         summary.update(neighbour_agreement(vectors, text.embeddings, text.mask))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
+    if parallel is not None:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

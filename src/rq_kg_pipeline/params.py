@@ -197,14 +197,23 @@ class TextEmbeddingParams(_Params):
     cache_dir: str = "data/05_model_input/text_embeddings_cache"
 
 
+class DistributedParams(_Params):
+    """``training.distributed``: ``nproc_per_node`` > 1 makes the training node start that many
+    data-parallel workers on this host (one per GPU with ``device: cuda``, NCCL; gloo on CPU);
+    the global batch stays ``training.fit.batch_size``, so the run trains the same model."""
+
+    nproc_per_node: int = Field(1, ge=1)
+
+
 class TrainingParams(_Params):
     """``training:`` block: the model, the fit settings (:class:`TrainConfig`), the checkpoint root,
-    the entity text embeddings of the semantic loss."""
+    the entity text embeddings of the semantic loss, data-parallel workers."""
 
     model: ModelParams = ModelParams()
     fit: TrainConfig = TrainConfig()
     checkpoint_dir: str
     text_embeddings: TextEmbeddingParams = TextEmbeddingParams()
+    distributed: DistributedParams = DistributedParams()
 
     @field_validator("fit", mode="before")
     @classmethod

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 
 def metric_name(key: str) -> str:
@@ -17,6 +20,25 @@ def metric_name(key: str) -> str:
 def log_metrics(metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
     if mlflow.active_run() is not None:
         mlflow.log_metrics({metric_name(f"{prefix}{k}"): float(v) for k, v in metrics.items()}, step=step)
+
+
+class EpochMetricsLogger:
+    """Logs a training epoch's metrics to the MLflow run active when it was made, from this
+    process or from a training worker it was sent to (picklable: it carries the run's id and
+    tracking URI, not the run). Without an active run at creation it logs nothing."""
+
+    def __init__(self, prefix: str = "") -> None:
+        run = mlflow.active_run()
+        self.run_id = run.info.run_id if run is not None else None
+        self.tracking_uri = mlflow.get_tracking_uri()
+        self.prefix = prefix
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self.run_id is None:
+            return
+        timestamp = int(time.time() * 1000)
+        logged = [Metric(metric_name(f"{self.prefix}{k}"), float(v), timestamp, epoch) for k, v in metrics.items()]
+        MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=logged)
 
 
 def as_metrics_dataset(values: Mapping[str, float]) -> dict[str, dict[str, float]]:

@@ -11,6 +11,7 @@ on the whole batch, so N processes train the same model as one.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
+from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,14 @@ class DataParallel:
         flag = torch.tensor([int(value)], device=device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+
+def wrap_ddp(model: torch.nn.Module) -> DistributedDataParallel:
+    """DDP over ``model``, without re-broadcasting buffers each forward: every process updates its
+    batch-norm statistics alike (``forward_sync_buffers`` in recent PyTorch, ``broadcast_buffers`` before)."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return DistributedDataParallel(model, forward_sync_buffers=False)
+    return DistributedDataParallel(model, broadcast_buffers=False)
 
 
 def init_from_env(device_type: str) -> DataParallel | None:

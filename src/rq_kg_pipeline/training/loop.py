@@ -42,7 +42,7 @@ from rq_kg_pipeline.training.checkpoint import (
     write_verified,
 )
 from rq_kg_pipeline.training.config import TrainConfig
-from rq_kg_pipeline.training.distributed import DataParallel
+from rq_kg_pipeline.training.distributed import DataParallel, wrap_ddp
 from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ def fit(
     check_each_step = device.type != "cuda"
     # Every process holds the same weights (restored from one checkpoint or seeded alike); DDP
     # all-reduces the gradients. Buffers (batch-norm statistics) move alike on every process.
-    trained = DistributedDataParallel(model, forward_sync_buffers=False) if parallel is not None else model
+    trained = wrap_ddp(model) if parallel is not None else model
     rank, world_size = (parallel.rank, parallel.world_size) if parallel is not None else (0, 1)
     bar = tqdm(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"

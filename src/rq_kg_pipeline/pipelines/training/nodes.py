@@ -17,13 +17,14 @@ from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.kg.indexing import id_triples
 from rq_kg_pipeline.models.persistence import model_artifact
 from rq_kg_pipeline.models.rqgcn import RQGCN
-from rq_kg_pipeline.params import ModelParams, TextEmbeddingParams, auto_num_quantizers
-from rq_kg_pipeline.pipelines.tracking import git_commit, log_metrics, set_tags
+from rq_kg_pipeline.params import DistributedParams, ModelParams, TextEmbeddingParams, auto_num_quantizers
+from rq_kg_pipeline.pipelines.tracking import EpochMetricsLogger, git_commit, log_metrics, set_tags
 from rq_kg_pipeline.semantics.cache import cached_text_embeddings, no_text_embeddings
 from rq_kg_pipeline.semantics.entity_text import entity_texts
 from rq_kg_pipeline.semantics.loss import TextTargets
 from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.checkpoint import latest_checkpoint
+from rq_kg_pipeline.training.distributed import DistributedTrainingError, launch
 from rq_kg_pipeline.training.loop import NonFiniteLossError, fit
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,13 @@ def train_model(
     checkpoint_root: str,
     dataset_name: str,
     text_embeddings: dict[str, Any] | None = None,
+    distributed: DistributedParams = DistributedParams(),
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train (or resume) the RQGCN; returns the best model as an artifact dict and the per-epoch history."""
+    """Train (or resume) the RQGCN, in ``distributed.nproc_per_node`` data-parallel workers when
+    more than one; returns the best model as an artifact dict and the per-epoch history."""
     return train_and_track(
         graph, train_ids, valid_ids, test_ids, model_params, fit_config, checkpoint_root, dataset_name, "train.", "",
-        text_embeddings=text_embeddings,
+        text_embeddings=text_embeddings, nproc_per_node=distributed.nproc_per_node,
     )  # fmt: skip
 
 
@@ -134,6 +137,7 @@ def train_and_track(
     metric_prefix: str,
     tag_prefix: str,
     text_embeddings: dict[str, Any] | None = None,
+    nproc_per_node: int = 1,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """:func:`train_model` with its MLflow metric and tag names prefixed (arms of a comparison share a run)."""
     train, valid, test = id_triples(train_ids), id_triples(valid_ids), id_triples(test_ids)
@@ -149,24 +153,20 @@ def train_and_track(
     tags = {"num_quantizers": model_config["num_quantizers"], "num_code": model_config["num_code"], "seq_len": model_config["seq_len"]}
     tags.update({"backend": model_config["backend"], "device": str(fit_config.resolve_device()), "checkpoint_dir": str(run_dir)})
     tags["semantic_weight"] = fit_config.semantic_weight
+    tags["processes"] = nproc_per_node
     set_tags({"dataset": dataset_name, "git_commit": git_commit(), **{tag_prefix + k: v for k, v in tags.items()}})
+    args = (model, graph, train, valid, filter_index, fit_config)
+    kwargs = dict(checkpoint_dir=run_dir, on_epoch_end=EpochMetricsLogger(metric_prefix), model_config=model_config, text=text)
     try:
-        result = fit(
-            model,
-            graph,
-            train,
-            valid,
-            filter_index,
-            fit_config,
-            checkpoint_dir=run_dir,
-            on_epoch_end=lambda epoch, metrics: log_metrics(metrics, step=epoch, prefix=metric_prefix),
-            model_config=model_config,
-            text=text,
-        )
-    except NonFiniteLossError as error:  # say what is kept; the run then fails (non-zero exit)
+        if nproc_per_node > 1:  # rank 0 logs each epoch to this run; its result comes back here
+            log.info("training in %d data-parallel workers (global batch %d)", nproc_per_node, fit_config.batch_size)
+            result = launch(nproc_per_node, fit_config.resolve_device().type, fit, *args, **kwargs)
+        else:
+            result = fit(*args, **kwargs)
+    except (NonFiniteLossError, DistributedTrainingError) as error:  # say what is kept; the run then fails
         last = latest_checkpoint(run_dir)
         kept = f"the last good checkpoint {last} is kept" if last else f"no checkpoint was written yet in {run_dir}"
-        raise NonFiniteLossError(f"training stopped: {error}; {kept}") from error
+        raise type(error)(f"training stopped: {error}; {kept}") from error
     summary = {"best_epoch": result.best_epoch, "best_valid_mrr": result.best_valid_mrr, "train_seconds": result.train_seconds}
     log_metrics(summary, prefix=metric_prefix)
     artifact = model_artifact(

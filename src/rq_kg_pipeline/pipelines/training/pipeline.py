@@ -31,6 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:training.checkpoint_dir",
                     "params:dataset_name",
                     "text_embeddings",
+                    "params:training.distributed",
                 ],
                 outputs=["model_checkpoint", "training_history"],
                 name="train_model",
