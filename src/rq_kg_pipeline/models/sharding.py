@@ -71,12 +71,17 @@ def shard_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, shard: Batc
     dims = [0, *range(2, x.ndim)]
     shape = [1, x.shape[1], *([1] * (x.ndim - 2))]
     count = shard.total * x[0, 0].numel()  # elements per channel in the whole batch
-    mean = _SumOverProcesses.apply(x.sum(dims), shard.group) / count  # [C]
-    centred = x - mean.view(shape)
-    var = _SumOverProcesses.apply(centred.square().sum(dims), shard.group) / count  # [C] biased
-    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    # One reduction of [sum, sum of squares] per layer (each collective costs the host more than
+    # its bytes); in float64, so E[x^2] - E[x]^2 loses nothing to cancellation.
+    # Statistics in float32 at least, as batch norm keeps them under bf16 autocast.
+    xf = x.float()
+    moments = torch.stack([xf.sum(dims), xf.square().sum(dims)]).double()  # [2, C]
+    moments = _SumOverProcesses.apply(moments, shard.group) / count
+    mean, var = moments[0].float(), (moments[1] - moments[0].square()).clamp_min(0).float()  # [C], [C] biased
+    y = (xf - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    y = y.to(x.dtype)
     if bn.track_running_stats:
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)

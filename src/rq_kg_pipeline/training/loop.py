@@ -174,7 +174,8 @@ def train_step(
     Data-parallel (``parallel``, ``model`` wrapped in DDP, ``batch`` this process's shard): each
     process's structure loss is its share of the whole batch's mean (rows / total), times N
     because DDP averages gradients; the other terms are the same on every process. The averaged
-    gradient is then the single-process one, and the returned stats are the whole batch's.
+    gradient is then the single-process one. The returned structure loss is this process's share
+    (summed over the processes once per epoch by :func:`fit`); grad norm and the rest are global.
     """
     use_text = text is not None and config.semantic_weight > 0
     core = model.module if isinstance(model, DistributedDataParallel) else model
@@ -201,8 +202,6 @@ def train_step(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     else:
         grad_norm = torch.zeros((), device=structure.device)
-    if parallel is not None:
-        structure = parallel.sum_(structure.detach().clone())  # the whole batch's mean
     stats = torch.stack([structure, quant, recon, semantic, grad_norm.float()]).detach()  # [5]
     levels = torch.stack([out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]).detach().float()  # [3, Q]
     return stats, levels
@@ -375,6 +374,8 @@ def fit(
     )
     # A CPU step pays nothing to look at its losses; on CUDA that would stall the host every step,
     # so the epoch's steps are checked together at its end (the epoch's checkpoint comes after).
+    # Data-parallel processes agree: a non-finite loss anywhere makes the all-reduced gradient
+    # norm non-finite everywhere (and a process that stops alone takes the launcher down).
     check_each_step = device.type != "cuda"
     # Every process holds the same weights (restored from one checkpoint or seeded alike); DDP
     # all-reduces the gradients. Buffers (batch-norm statistics) move alike on every process.
@@ -403,6 +404,8 @@ def fit(
                 level_sum = levels if level_sum is None else level_sum + levels
 
             stats = torch.stack(step_stats)  # [S, 5]; on CUDA the one host sync of the epoch
+            if parallel is not None:  # the structure-loss shares of all processes, in one collective
+                stats[:, 0] = parallel.sum_(stats[:, 0].contiguous())
             _raise_non_finite(stats, epoch, first_global_step)
             steps = stats.shape[0]
             term_sum, grad_sum = stats[:, :4].sum(dim=0), stats[:, 4].sum()
