@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="default: the config's")
     parser.add_argument("--minutes", type=float, default=1e9, help="stop after the chunk that passes this")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch (all processes together); default: the config's")
+    parser.add_argument("--seed", type=int, default=None, help="default: the config's")
     parser.add_argument("--checkpoints", type=Path, default=None, help="default: OUT/checkpoints")
     parser.add_argument("--text-embeddings", type=Path, default=None, help="entity text embeddings (.pt) for the semantic term")
     parser.add_argument("--semantic-weight", type=float, default=None,
@@ -126,6 +128,8 @@ def main() -> None:
         eval_every=args.eval_every or config.eval_every,
         checkpoint_every=args.eval_every or config.eval_every,
         device=args.device or config.device,
+        batch_size=args.batch_size or config.batch_size,
+        seed=config.seed if args.seed is None else args.seed,
         semantic_weight=(0.0 if args.text_embeddings is None else config.semantic_weight)
         if args.semantic_weight is None else args.semantic_weight,
     )
@@ -187,6 +191,8 @@ def main() -> None:
     summary = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "processes": world_size,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
         "epochs": result.last_epoch,
         "best_epoch": result.best_epoch,
         "median_epoch_seconds": float(history["epoch_seconds"].median()),
