@@ -56,6 +56,18 @@ class DataParallel:
         dist.all_reduce(tensor)
         return tensor
 
+    def sync_from_main(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` on every process with rank 0's values: one broadcast per dtype."""
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for tensor in tensors:
+            by_dtype.setdefault(tensor.dtype, []).append(tensor)
+        for group in by_dtype.values():
+            views = [t.detach().view(torch.uint8) if t.dtype == torch.bool else t.detach() for t in group]
+            flat = torch.cat([v.reshape(-1) for v in views])
+            dist.broadcast(flat, src=0)
+            for view, piece in zip(views, flat.split([v.numel() for v in views])):
+                view.copy_(piece.view_as(view))
+
     def flag_from_main(self, value: bool, device: torch.device) -> bool:
         """``value`` as rank 0 has it, on every process (e.g. rank 0's early-stop decision)."""
         flag = torch.tensor([int(value)], device=device)

@@ -276,6 +276,18 @@ def _restore(
     )
 
 
+def _state_outside_optimizer(model: torch.nn.Module) -> list[torch.Tensor]:
+    """What a training step changes besides the optimiser's update: buffers (batch-norm statistics,
+    code usage) and the codebooks (k-means initialisation, dead-code revival). Data-parallel
+    processes compute these alike, but on CUDA not bit for bit, and a revival decided on a code
+    that is dead on one process only would let the replicas drift apart: rank 0's are kept."""
+    tensors = list(model.buffers())
+    quantizer = getattr(model, "quantizer", None)
+    if quantizer is not None:
+        tensors.append(quantizer.codebooks)
+    return tensors
+
+
 def _check_text(model: torch.nn.Module, graph: KGGraph, text: TextTargets | None, config: TrainConfig) -> None:
     """semantic_weight > 0 needs text targets for every entity and a model whose head fits them."""
     if config.semantic_weight <= 0:
@@ -380,6 +392,7 @@ def fit(
     # Every process holds the same weights (restored from one checkpoint or seeded alike); DDP
     # all-reduces the gradients. Buffers (batch-norm statistics) move alike on every process.
     trained = wrap_ddp(model) if parallel is not None else model
+    replicated = _state_outside_optimizer(model) if parallel is not None else []
     rank, world_size = (parallel.rank, parallel.world_size) if parallel is not None else (0, 1)
     bar = tqdm(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
@@ -401,6 +414,8 @@ def fit(
                 if check_each_step and not bool(torch.isfinite(stats).all()):
                     _raise_non_finite(torch.stack(step_stats), epoch, first_global_step)
                 optimizer.step()
+                if parallel is not None:
+                    parallel.sync_from_main(replicated)
                 level_sum = levels if level_sum is None else level_sum + levels
 
             stats = torch.stack(step_stats)  # [S, 5]; on CUDA the one host sync of the epoch
