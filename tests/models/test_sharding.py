@@ -19,10 +19,13 @@ def one_process_group(tmp_path):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_sharded_batch_norm_matches_batch_norm(one_process_group, dtype):
+@pytest.mark.parametrize(
+    ("dtype", "scale", "offset"),
+    [(torch.float32, 3.0, 2.0), (torch.bfloat16, 3.0, 2.0), (torch.float32, 0.1, 30.0)],  # last: E[x^2] - E[x]^2 loses ~1 %
+)
+def test_sharded_batch_norm_matches_batch_norm(one_process_group, dtype, scale, offset):
     torch.manual_seed(0)
-    x = (torch.randn(64, 8, 5, 5) * 3 + 2).to(dtype).requires_grad_()  # offset mean: cancellation would show
+    x = (torch.randn(64, 8, 5, 5) * scale + offset).to(dtype).requires_grad_()
     reference, sharded = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
     with torch.no_grad():
         for bn in (reference, sharded):
@@ -31,7 +34,7 @@ def test_sharded_batch_norm_matches_batch_norm(one_process_group, dtype):
     expected = reference(x.detach().float().requires_grad_())
     got = shard_batch_norm(sharded, x, BatchShard(0, 64, 64))
     assert got.dtype == dtype
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)  # bf16 output rounding
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)  # bf16 output rounding
     torch.testing.assert_close(got.float(), expected, **tol)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(sharded, name), getattr(reference, name), rtol=1e-5, atol=1e-6)

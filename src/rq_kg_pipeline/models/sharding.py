@@ -35,22 +35,22 @@ class BatchShard:
             raise ValueError(f"a batch shard needs 0 <= start < stop <= total, got {self.start}, {self.stop}, {self.total}")
 
 
-class _SumOverProcesses(torch.autograd.Function):
-    """Sum of a tensor over the processes of a group; the gradient of each input is the sum of
-    the output's gradients over the processes (every process's loss depends on every input)."""
+class _GatherFromProcesses(torch.autograd.Function):
+    """x [*] of every process of a group, stacked [world, *] on each; the gradient of a process's
+    x sums its slice's gradients over the processes (every process's loss depends on every x)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, group: Any) -> Tensor:
-        ctx.group = group
-        out = x.clone()
-        dist.all_reduce(out, group=group)
-        return out
+        ctx.group, ctx.rank = group, dist.get_rank(group)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.stack(parts)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=ctx.group)
-        return grad, None
+        return grad[ctx.rank], None
 
 
 def shard_dropout(drop: Dropout, x: Tensor, shard: BatchShard | None) -> Tensor:
@@ -63,21 +63,24 @@ def shard_dropout(drop: Dropout, x: Tensor, shard: BatchShard | None) -> Tensor:
 
 
 def shard_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, shard: BatchShard | None) -> Tensor:
-    """``bn`` in training mode over the whole batch, from this shard's rows x [rows, C, *]:
-    per-channel sums are all-reduced (gradients flow back through the reduction), and the
-    running statistics move exactly as one process's would."""
+    """``bn`` in training mode over the whole batch, from this shard's rows x [rows, C, *]: each
+    process's per-channel count, mean and centred sum of squares are gathered (gradients flow
+    back through the gathering) and combined exactly (Chan et al.), and the running statistics
+    move as one process's would. Centring before squaring matters: a channel whose mean is far
+    from zero (a conv bias ahead of batch norm drifts freely) loses its variance in E[x^2] - E[x]^2."""
     if shard is None or not bn.training or not dist.is_initialized():
         return bn(x)
     dims = [0, *range(2, x.ndim)]
     shape = [1, x.shape[1], *([1] * (x.ndim - 2))]
-    count = shard.total * x[0, 0].numel()  # elements per channel in the whole batch
-    # One reduction of [sum, sum of squares] per layer (each collective costs the host more than
-    # its bytes); in float64, so E[x^2] - E[x]^2 loses nothing to cancellation.
-    # Statistics in float32 at least, as batch norm keeps them under bf16 autocast.
-    xf = x.float()
-    moments = torch.stack([xf.sum(dims), xf.square().sum(dims)]).double()  # [2, C]
-    moments = _SumOverProcesses.apply(moments, shard.group) / count
-    mean, var = moments[0].float(), (moments[1] - moments[0].square()).clamp_min(0).float()  # [C], [C] biased
+    xf = x.float()  # statistics in float32 at least, as batch norm keeps them under bf16 autocast
+    local_count = torch.full((x.shape[1],), float(x[:, 0].numel()), device=x.device)  # [C]
+    local_mean = xf.mean(dims)  # [C]
+    local_m2 = (xf - local_mean.view(shape)).square().sum(dims)  # [C]
+    gathered = _GatherFromProcesses.apply(torch.stack([local_count, local_mean, local_m2]), shard.group)  # [W, 3, C]
+    counts, means, m2s = gathered.unbind(1)  # [W, C] each
+    count = counts.sum(0)  # [C]: elements per channel in the whole batch
+    mean = (counts * means).sum(0) / count  # [C]
+    var = (m2s + counts * (means - mean).square()).sum(0) / count  # [C] biased
     y = (xf - mean.view(shape)) * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
@@ -87,6 +90,6 @@ def shard_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, shard: Batc
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
             bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), factor)
-            unbiased = var.detach() * (count / max(count - 1, 1))
+            unbiased = var.detach() * count / (count - 1).clamp_min(1)
             bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), factor)
     return y
