@@ -1,7 +1,8 @@
 """Validation pass (filtered MRR from codes, both directions) and code extraction on FB15k-237.
 
 The validation pass is the training loop's own (``training.loop._valid_metrics``): codes of every
-entity, then every distinct valid query scored from decoded codes and ranked, filtered.
+entity, then every distinct valid query scored from decoded codes and ranked, filtered; its
+first stage (codes of every entity) is also timed alone.
 Extraction is ``codes.extraction.extract_codes`` (codes, embeddings, statistics, disambiguation).
 Weights: a trained model artifact (``--model``, as the training pipeline writes it) or the
 recipe's fresh initialisation (same cost; ties differ).
@@ -48,8 +49,12 @@ def main() -> None:
     def valid_pass() -> None:
         metrics.update(_valid_metrics(model, graph, valid, filters, config.eval_batch_size))
 
+    def codes_only() -> None:
+        model.cal_allent_codes(graph, config.eval_batch_size)
+
     rows = []
     for name, fn in (("validation pass (17,535 triples, both directions)", valid_pass),
+                     ("  of which: codes of all entities (encode, transformer, quantizer)", codes_only),
                      ("extraction of all codes", lambda: extract_codes(model, graph))):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

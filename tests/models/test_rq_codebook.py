@@ -60,6 +60,25 @@ def test_straight_through_value_and_gradient() -> None:
     assert rq.codebooks.grad is None  # the codebook learns from its loss only
 
 
+def test_blockwise_decode_and_one_search_sums_equal_the_gather_sum_bit_for_bit() -> None:
+    torch.manual_seed(11)
+    rq = RQCodebook(64, 24, num_quantizers=4, kmeans_init=False, max_elements=24 * 40)  # 40-row update blocks
+    with torch.no_grad():
+        rq.codebooks.normal_()
+    z = torch.randn(9, 13, 24)  # 117 rows: several blocks and a short last one
+    codes = rq.cal_codes(z)
+    gathered = rq._sum_levels(rq.level_code_vectors(codes))  # [B, L, D] the gather-and-sum decode
+    with torch.no_grad():
+        fast = rq.decode_from_codes(codes)
+    assert torch.equal(fast, gathered)
+    assert torch.equal(rq.decode_from_codes(codes.int()), gathered)  # any integer dtype
+    both = rq.cal_codes_and_sums(z)
+    assert torch.equal(both[0], codes) and torch.equal(both[1], gathered)
+    # With autograd on, decoding stays differentiable w.r.t. the codebooks.
+    rq.decode_from_codes(codes).sum().backward()
+    assert torch.equal(rq.codebooks.grad.sum(dim=2) != 0, torch.stack([torch.bincount(codes[..., q].flatten(), minlength=64) > 0 for q in range(4)]))
+
+
 def test_decode_round_trip_is_exact_and_matches_quantize() -> None:
     torch.manual_seed(1)
     rq = RQCodebook(16, 8, num_quantizers=3)

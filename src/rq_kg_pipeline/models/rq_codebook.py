@@ -404,6 +404,14 @@ class RQCodebook(nn.Module):
         return found.indices.reshape(*lead, self.num_quantizers)
 
     @torch.no_grad()
+    def cal_codes_and_sums(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes [B, L, Q] int64, sum of the chosen codes [B, L, D]) of z [B, L, D] in one search:
+        the codes of :meth:`cal_codes` and, bit for bit, :meth:`decode_from_codes` of them."""
+        lead = z.shape[:-1]
+        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=True)
+        return found.indices.reshape(*lead, self.num_quantizers), found.summed.reshape(*lead, self.latent_dim)
+
+    @torch.no_grad()
     def cal_code_emds(self, z: Tensor) -> Tensor:
         """[B, L, D] sum of the chosen codes of z (no straight-through term)."""
         return self.decode_from_codes(self.cal_codes(z))
@@ -435,5 +443,25 @@ class RQCodebook(nn.Module):
         return self._gather(indices)
 
     def decode_from_codes(self, indices: Tensor) -> Tensor:
-        """[B, L, Q] codes -> [B, L, D] sum of the chosen codes (equals cal_code_emds bit for bit)."""
-        return self._sum_levels(self.level_code_vectors(indices))
+        """[B, L, Q] codes -> [B, L, D] sum of the chosen codes (equals cal_code_emds bit for bit).
+
+        Level by level into one output (``index_select`` of level 1, then ``add_`` of each next
+        level: the additions of :meth:`_sum_levels`, in its order), in cache-sized row blocks,
+        without the [B, L, Q, D] table of :meth:`level_code_vectors` (with autograd on: the gather).
+        """
+        self._check_indices(indices)
+        flat = indices.reshape(-1, self.num_quantizers).long()  # [N, Q]
+        if torch.is_grad_enabled() and self.codebooks.requires_grad:  # autograd wants the gather-and-sum graph
+            return self._sum_levels(self._gather(indices))
+        books = self.codebooks.detach()  # [Q, K, D]
+        n = flat.shape[0]
+        out = torch.empty(n, self.latent_dim, dtype=books.dtype, device=books.device)  # [N, D]
+        rows = chunk_rows(self.latent_dim, books.device, self.max_elements, update=True) // 4 or 1
+        level = torch.empty(min(rows, max(n, 1)), self.latent_dim, dtype=books.dtype, device=books.device)  # reused
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            torch.index_select(books[0], 0, flat[start:stop, 0], out=out[start:stop])
+            for q in range(1, self.num_quantizers):
+                torch.index_select(books[q], 0, flat[start:stop, q], out=level[: stop - start])
+                out[start:stop].add_(level[: stop - start])
+        return out.reshape(*indices.shape[:-1], self.latent_dim)

@@ -108,8 +108,8 @@ def _valid_metrics(
     """Filtered ranking where queries and candidates are decoded from the entities' codes only."""
     was_training = model.training
     try:
-        codes = model.cal_allent_codes(graph, batch_size)  # [M, L, Q]
-        score_fn = codes_only_score_fn(model, graph, codes)
+        codes, relations = model.codes_and_relations(graph, batch_size)  # [M, L, Q], [2R, D]: one encode
+        score_fn = codes_only_score_fn(model, graph, codes, relations=relations)
         ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size)
     finally:
         model.train(was_training)
