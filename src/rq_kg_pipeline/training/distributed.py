@@ -2,10 +2,11 @@
 N workers with torchrun's own engine (torch.distributed.elastic) from inside a Python process.
 
 Scheme (see docs/scaling.md): every process runs the full-graph encoder, the tokenisation and
-the quantizer of the batch's distinct heads (identical on all of them: same data, same seed,
-same random stream), and ConvE's 1-N scoring on its shard of the batch's queries; DDP averages
-the gradients. The loss is scaled so that the averaged gradient is the one of a single process
-on the whole batch, so N processes train the same model as one.
+the quantizer of the batch's distinct heads (alike on all of them: same data, same seed, same
+random stream; rank 0's codebooks and buffers are broadcast after each step), and ConvE's 1-N
+scoring on its shard of the batch's queries; DDP averages the gradients. The loss is scaled so
+that the averaged gradient is the one of a single process on the whole batch, so N processes
+train the same model as one.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class DataParallel:
 
 
 def wrap_ddp(model: torch.nn.Module) -> DistributedDataParallel:
-    """DDP over ``model``, without re-broadcasting buffers each forward: every process updates its
-    batch-norm statistics alike (``forward_sync_buffers`` in recent PyTorch, ``broadcast_buffers`` before)."""
+    """DDP over ``model``, without DDP's buffer broadcast before each forward (the loop syncs
+    buffers after each step instead): ``forward_sync_buffers`` in recent PyTorch, ``broadcast_buffers`` before."""
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
         return DistributedDataParallel(model, forward_sync_buffers=False)
     return DistributedDataParallel(model, broadcast_buffers=False)
