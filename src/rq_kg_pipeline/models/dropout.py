@@ -15,12 +15,43 @@ from torch import Tensor, nn
 _LEVELS = 1 << 16  # 16-bit uniforms: p is rounded to a multiple of 1 / 65536
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """Bool mask of ``shape``, each element True with probability 1 - p (p rounded to 1/65536)."""
+def _uniform_halves(shape: torch.Size, device: torch.device) -> Tensor:
+    """int16 tensor of ``shape``, uniform over [-32768, 32768): two per 32-bit random word."""
     numel = shape.numel()
     words = torch.empty((numel + 1) // 2, dtype=torch.int32, device=device).random_(-(2**31), 2**31)
-    halves = words.view(torch.int16)[:numel].view(shape)  # uniform over [-32768, 32768)
-    return halves >= round(p * _LEVELS) - _LEVELS // 2
+    return words.view(torch.int16)[:numel].view(shape)
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
+    """Bool mask of ``shape``, each element True with probability 1 - p (p rounded to 1/65536)."""
+    return _uniform_halves(shape, device) >= round(p * _LEVELS) - _LEVELS // 2
+
+
+def drop_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
+    """``~keep_mask(shape, p, device)`` from the same random numbers, without the negation pass."""
+    return _uniform_halves(shape, device) < round(p * _LEVELS) - _LEVELS // 2
+
+
+class _ReluDrop(torch.autograd.Function):
+    """relu(z) with the elements of ``drop`` zeroed, unscaled; saves only its output, whose
+    positive entries are exactly where the gradient passes."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, drop: Tensor) -> Tensor:  # noqa: ANN001
+        out = z.clamp_min(0.0).masked_fill_(drop, 0.0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0.0), None
+
+
+def relu_drop(z: Tensor, drop: Tensor | None) -> Tensor:
+    """relu(z) zeroed where ``drop`` (same shape; None: no dropout), without the 1 / (1 - p) scale
+    (the caller folds it into the next linear map): one tensor saved instead of three."""
+    return torch.relu(z) if drop is None else _ReluDrop.apply(z, drop)
 
 
 class Dropout(nn.Dropout):
@@ -36,6 +67,22 @@ class Dropout(nn.Dropout):
         drawn for the whole batch (on every device, so data-parallel processes draw alike) and sliced."""
         if not self.training or self.p == 0.0:
             return x
-        p = round(self.p * _LEVELS) / _LEVELS
-        keep = keep_mask(torch.Size((total, *x.shape[1:])), p, x.device)[start : start + x.shape[0]]
-        return x.masked_fill(~keep, 0.0) * (1.0 / (1.0 - p))
+        keep = keep_mask(torch.Size((total, *x.shape[1:])), self.rounded_p, x.device)[start : start + x.shape[0]]
+        return x.masked_fill(~keep, 0.0) * self.scale
+
+    @property
+    def rounded_p(self) -> float:
+        """The drop probability the CPU mask realises: p rounded to a multiple of 1 / 65536."""
+        return round(self.p * _LEVELS) / _LEVELS
+
+    @property
+    def scale(self) -> float:
+        """1 / (1 - rounded p): the factor on kept elements in training."""
+        return 1.0 / (1.0 - self.rounded_p)
+
+    def rows_drop_mask(self, shape: torch.Size, start: int, total: int, device: torch.device) -> Tensor | None:
+        """Drop mask (True: zeroed) of rows [start, start + shape[0]) of a batch of ``total``, drawn as
+        :meth:`rows_of_batch` draws it (same random numbers); None when not training or p == 0."""
+        if not self.training or self.p == 0.0:
+            return None
+        return drop_mask(torch.Size((total, *shape[1:])), self.rounded_p, device)[start : start + shape[0]]

@@ -1,0 +1,52 @@
+"""ConvE's CPU training path (channels-last GEMM conv, fused batch norm + relu + dropout) against
+the module-by-module definition: same random numbers, same values and gradients up to rounding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rq_kg_pipeline.models.conve import ConvEScorer
+
+
+def _reference_logits(scorer: ConvEScorer, ent: torch.Tensor, rel: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """ConvE as written in its docstring, one module after another (NCHW, PyTorch's conv and batch norm)."""
+    image = torch.cat([ent.reshape(-1, 1, scorer.k_h, scorer.k_w), rel.reshape(-1, 1, scorer.k_h, scorer.k_w)], dim=2)
+    x = scorer.input_drop(scorer.bn0(image))
+    x = scorer.feature_drop(F.relu(scorer.bn1(scorer.conv(x))))
+    x = scorer.hidden_drop(scorer.fc(x.flatten(1)))
+    return F.relu(scorer.bn2(x)) @ cands.t()
+
+
+@pytest.mark.parametrize("drops", [(0.2, 0.3, 0.3), (0.0, 0.0, 0.0)])
+def test_cpu_training_step_matches_the_module_by_module_definition(drops: tuple[float, float, float]) -> None:
+    torch.manual_seed(0)
+    b, m, dim = 37, 50, 32  # 37 images: the last chunk of the fused sweeps is partial
+    scorers = [ConvEScorer(dim, 4, 8, num_filters=6, kernel_size=3).train() for _ in range(2)]
+    scorers[1].load_state_dict(scorers[0].state_dict())
+    for s in scorers:
+        s.input_drop.p, s.feature_drop.p, s.hidden_drop.p = drops
+        with torch.no_grad():
+            s.conv.bias.add_(3.0)  # a conv bias far from zero: batch norm must centre before squaring
+    data = [torch.randn(b, dim), torch.randn(b, dim), torch.randn(m, dim)]
+    labels = torch.rand(b, m)
+    results = []
+    for scorer, fn in zip(scorers, (lambda s, *x: s(*x), _reference_logits)):
+        inputs = [t.clone().requires_grad_() for t in data]
+        torch.manual_seed(7)  # both draw the same dropout masks
+        logits = fn(scorer, *inputs)
+        F.binary_cross_entropy_with_logits(logits, labels).backward()
+        results.append((logits.detach(), [t.grad for t in inputs], {n: p.grad for n, p in scorer.named_parameters()}))
+    (fast, fast_in, fast_p), (ref, ref_in, ref_p) = results
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(fast_in, ref_in):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-7)
+    for name in ref_p:
+        if name in ("conv.bias", "bn0.weight"):  # exactly zero gradient (batch norm after them): rounding only
+            assert fast_p[name].abs().max() < 1e-5, name
+        else:
+            torch.testing.assert_close(fast_p[name], ref_p[name], rtol=1e-4, atol=1e-7, msg=lambda s: f"{name}: {s}")
+    fast_bn, ref_bn = scorers[0].bn1, scorers[1].bn1
+    torch.testing.assert_close(fast_bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(fast_bn.running_var, ref_bn.running_var)
+    assert int(fast_bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 1
+
