@@ -68,3 +68,13 @@ def fb15k237_dir() -> Path:
     if not (FB15K237_DIR / "train.txt").is_file():
         pytest.fail(f"FB15k-237 not found at {FB15K237_DIR} (tests read it from ../shared/data)")
     return FB15K237_DIR
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test (restored after): runs whose results a test compares stay
+    deterministic and small tests do not fight the suite for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,12 +25,7 @@ from tests.reliability.train_driver import CONFIG, MODEL
 FOUR_EPOCHS = replace(CONFIG, epochs=4)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

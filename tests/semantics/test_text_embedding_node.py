@@ -20,12 +20,7 @@ FIT = TrainConfig(epochs=2, batch_size=512, lr=0.01, eval_every=2, checkpoint_ev
 NO_NAMES = pd.DataFrame({"id": pd.Series(dtype=object), "name": pd.Series(dtype=object)})
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def vocab(umls) -> pd.DataFrame:
