@@ -3,7 +3,9 @@
 
 Most cases run the ingestion steps as plain library calls (the reader, then the ingestion node
 functions); a few run ``kedro run --pipelines=ingestion`` on the case folder. Three cases are
-written at test time instead of committed: a 10 MB single line and two UTF-16 files.
+written at test time instead of committed: a 10 MB single line and two UTF-16 files; so are the
+names files that are well-formed line by line (a committed id/name file reads like copied
+benchmark data).
 """
 
 from __future__ import annotations
@@ -65,14 +67,24 @@ REFUSED: dict[str, tuple[str, int | None, str]] = {
 }  # fmt: skip
 ACCEPTED = ("accepted_bom_crlf_blank_lines", "duplicated_triples", "self_loops", "relation_labels_like_inverse_ids")
 GENERATED = ("utf16_file", "utf16_without_bom", "ten_mb_single_line")
+NAMES_TEXT = "alice\tAlice Liddell\nbob\tBob\ncarol\tCarol\ndave\tDave\n"
+WRITTEN_NAMES = {  # case -> its entity2text.txt, written beside the committed triples
+    "accepted_bom_crlf_blank_lines": NAMES_TEXT,
+    "names_duplicate_id": NAMES_TEXT + "alice\tAlicia\n",  # line 5
+    "names_empty_name": NAMES_TEXT.replace("dave\tDave", "dave\t "),  # line 4: a name of one space
+}
 
 
 def case_dir(name: str, tmp_path: Path) -> Path:
-    """The committed folder of ``name``, or (for GENERATED cases) one written now under tmp_path."""
-    if name not in GENERATED:
+    """The committed folder of ``name``, or one written now under tmp_path: a GENERATED case, or a
+    committed one with its names file from WRITTEN_NAMES."""
+    if name not in GENERATED and name not in WRITTEN_NAMES:
         return CORPUS / name
     folder = tmp_path / name
-    shutil.copytree(CORPUS / "accepted_bom_crlf_blank_lines", folder)
+    shutil.copytree(CORPUS / (name if name in WRITTEN_NAMES else "accepted_bom_crlf_blank_lines"), folder)
+    if name in WRITTEN_NAMES:
+        (folder / "entity2text.txt").write_text(WRITTEN_NAMES[name], encoding="utf-8")
+        return folder
     train = "alice\tknows\tbob\nbob\tknows\tcarol\ncarol\tlikes\talice\ndave\tlikes\tbob\n"
     if name == "utf16_file":
         data = train.encode("utf-16")  # with its byte-order mark
@@ -121,8 +133,8 @@ def test_refused_input_raises_kg_format_error_naming_file_and_line(name, tmp_pat
     assert str(info.value) == f"{where}: {problem}"
 
 
-def test_bom_crlf_and_blank_lines_are_accepted() -> None:
-    out = ingest(CORPUS / "accepted_bom_crlf_blank_lines")
+def test_bom_crlf_and_blank_lines_are_accepted(tmp_path) -> None:
+    out = ingest(case_dir("accepted_bom_crlf_blank_lines", tmp_path))
     assert out["entities"]["label"].tolist() == ["alice", "bob", "carol", "dave"]
     assert len(out["train"]) == 4 and out["names"]["name"].tolist()[0] == "Alice Liddell"
 
@@ -163,10 +175,10 @@ def project(tmp_path):
     return ScratchProject.create(root)
 
 
-def test_kedro_ingestion_refuses_bad_input_before_writing_anything(project) -> None:
+def test_kedro_ingestion_refuses_bad_input_before_writing_anything(project, tmp_path) -> None:
     # (the reader's errors through `kedro run` are covered in tests/pipelines/test_ingestion.py)
     name = "names_duplicate_id"
-    folder = CORPUS / name
+    folder = case_dir(name, tmp_path)
     file, line, problem = REFUSED[name]
     done = project.run("--pipelines=ingestion", env={"RQKG_KG_DIR": str(folder), "RQKG_KG_NAME": name})
     assert done.returncode != 0
