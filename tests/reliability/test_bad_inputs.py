@@ -3,9 +3,9 @@
 
 Most cases run the ingestion steps as plain library calls (the reader, then the ingestion node
 functions); a few run ``kedro run --pipelines=ingestion`` on the case folder. Three cases are
-written at test time instead of committed: a 10 MB single line and two UTF-16 files; so are the
-names files that are well-formed line by line (a committed id/name file reads like copied
-benchmark data).
+written at test time instead of committed: a 10 MB single line and two UTF-16 files; so is every
+names file (entity2text.txt, here or as a directory: a committed one reads like copied benchmark
+data), beside the case's committed triples.
 """
 
 from __future__ import annotations
@@ -68,10 +68,13 @@ REFUSED: dict[str, tuple[str, int | None, str]] = {
 ACCEPTED = ("accepted_bom_crlf_blank_lines", "duplicated_triples", "self_loops", "relation_labels_like_inverse_ids")
 GENERATED = ("utf16_file", "utf16_without_bom", "ten_mb_single_line")
 NAMES_TEXT = "alice\tAlice Liddell\nbob\tBob\ncarol\tCarol\ndave\tDave\n"
-WRITTEN_NAMES = {  # case -> its entity2text.txt, written beside the committed triples
+WRITTEN_NAMES: dict[str, str | None] = {  # case -> its entity2text.txt (None: a directory of that name)
     "accepted_bom_crlf_blank_lines": NAMES_TEXT,
     "names_duplicate_id": NAMES_TEXT + "alice\tAlicia\n",  # line 5
     "names_empty_name": NAMES_TEXT.replace("dave\tDave", "dave\t "),  # line 4: a name of one space
+    "names_missing_column": NAMES_TEXT.replace("bob\tBob", "bob"),  # line 2
+    "names_extra_column": NAMES_TEXT.replace("carol\tCarol", "carol\tCarol\tsmith"),  # line 3
+    "names_file_is_a_directory": None,
 }
 
 
@@ -83,7 +86,11 @@ def case_dir(name: str, tmp_path: Path) -> Path:
     folder = tmp_path / name
     shutil.copytree(CORPUS / (name if name in WRITTEN_NAMES else "accepted_bom_crlf_blank_lines"), folder)
     if name in WRITTEN_NAMES:
-        (folder / "entity2text.txt").write_text(WRITTEN_NAMES[name], encoding="utf-8")
+        names, text = folder / "entity2text.txt", WRITTEN_NAMES[name]
+        if text is None:
+            names.mkdir()
+        else:
+            names.write_text(text, encoding="utf-8")
         return folder
     train = "alice\tknows\tbob\nbob\tknows\tcarol\ncarol\tlikes\talice\ndave\tlikes\tbob\n"
     if name == "utf16_file":
