@@ -19,7 +19,7 @@ import torch
 from common import DEFAULT_DATA, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
 
 from rq_kg_pipeline.models.rqgcn import RQGCN
-from rq_kg_pipeline.training.loop import cudnn_autotune, train_step
+from rq_kg_pipeline.training.loop import cudnn_autotune, graphed_train_step, padded_heads, train_step
 from rq_kg_pipeline.training.queries import TrainQueries
 
 
@@ -28,11 +28,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (a CUDA graph is recorded on the 4th)")
     parser.add_argument("--backend", default=None, help="message passing backend (default: the recipe's)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's top operators of 3 steps")
     parser.add_argument("--compile", action="store_true", help="torch.compile the ConvE scorer and the sequence encoder")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -41,23 +42,32 @@ def main() -> None:
     if args.backend:
         model_config["backend"] = args.backend
     config = replace(config, bf16=config.bf16 if args.bf16 is None else args.bf16)
+    use_graphs = device.type == "cuda" and (config.cuda_graphs if args.cuda_graphs is None else args.cuda_graphs)
     torch.manual_seed(config.seed)
     model = RQGCN(bench.graph.num_entities, bench.graph.num_relations, **model_config).to(device).train()
     graph = bench.graph.to(device)
     if args.compile:
         model.scorer = torch.compile(model.scorer)
         model.sequence_encoder = torch.compile(model.sequence_encoder, dynamic=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda", capturable=use_graphs)
     queries = TrainQueries.build(bench.ids["train"], graph.num_entities, graph.num_relations)
     generator = torch.Generator().manual_seed(config.seed)
     batches = itertools.chain.from_iterable(
-        queries.batches(config.batch_size, generator, config.label_smoothing, device=device) for _ in itertools.count()
+        queries.batches(
+            config.batch_size, generator, config.label_smoothing, device=device, pad_heads=padded_heads(config, graph) if use_graphs else 0
+        )
+        for _ in itertools.count()
     )
     use_bf16 = config.bf16 and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)) if use_bf16 else nullcontext
+    graphed = graphed_train_step(model, graph, optimizer, config, autocast) if use_graphs else None
 
     def step() -> None:
-        train_step(model, graph, next(batches), optimizer, config, autocast)
+        batch = next(batches)
+        if graphed is not None:
+            graphed(batch)
+            return
+        train_step(model, graph, batch, optimizer, config, autocast)
         optimizer.step()
 
     with cudnn_autotune(device):
@@ -66,7 +76,9 @@ def main() -> None:
                   else f"{peak_rss_gib():.2f} GiB peak RSS")
         print_table([("training step (batch 1024)", seconds, memory)],
                     f"FB15k-237 training step on {describe_device(device)}, backend {model_config['backend']}, "
-                    f"bf16 {use_bf16}, compile {args.compile}, {queries.num_batches(config.batch_size)} steps per epoch")
+                    f"bf16 {use_bf16}, compile {args.compile}, CUDA graphs {use_graphs}"
+                    + (f" ({graphed.replays} replays, {graphed.eager_steps} eager steps)" if graphed else "")
+                    + f", {queries.num_batches(config.batch_size)} steps per epoch")
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 

@@ -410,3 +410,48 @@ def test_loading_an_uninitialised_state_reinitialises() -> None:
     rq.quantize(_clustered(20, 3.0 * torch.randn(8, 6)))
     assert bool(rq.initialised)
     assert not torch.equal(rq.codebooks.detach(), fresh_state["codebooks"])
+
+
+def _padded(z: torch.Tensor, extra: int, value: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """z [B, L, D] with ``extra`` padding sequences after it (random, or all ``value``), and the valid flags [B + extra]."""
+    pad = torch.randn(extra, *z.shape[1:]) if value is None else torch.full((extra, *z.shape[1:]), value)
+    return torch.cat([z, pad]), torch.arange(z.shape[0] + extra) < z.shape[0]
+
+
+def test_padded_call_equals_unpadded_call() -> None:
+    """Padding sequences marked invalid change no loss, statistic or gradient, bit for bit."""
+    torch.manual_seed(19)
+    rq = RQCodebook(16, 8, num_quantizers=3, revive_dead_codes=False)
+    z = torch.randn(20, 4, 8)
+    rq.quantize(z)  # k-means init
+    padded, valid = _padded(z, 7)
+    plain_z, padded_z = z.clone().requires_grad_(), padded.requires_grad_()
+    plain, pad = rq.quantize(plain_z), rq.quantize(padded_z, valid)
+    assert torch.equal(pad.indices[:20], plain.indices)
+    for name in ("loss", "level_losses", "utilisation", "perplexity"):
+        assert torch.equal(getattr(pad, name), getattr(plain, name)), name
+    assert torch.equal(pad.z_q[:20], plain.z_q)
+    (plain.loss + plain.z_q.pow(2).sum()).backward()
+    plain_grad = rq.codebooks.grad.clone()
+    rq.codebooks.grad = None
+    (pad.loss + pad.z_q[:20].pow(2).sum()).backward()
+    assert torch.equal(rq.codebooks.grad, plain_grad)
+    assert torch.equal(padded_z.grad[:20], plain_z.grad) and not padded_z.grad[20:].any()
+
+
+def test_padded_call_counts_only_valid_rows_and_revives_from_them() -> None:
+    torch.manual_seed(20)
+    rq = RQCodebook(8, 4, num_quantizers=2, dead_code_patience=1)
+    z = torch.randn(30, 2, 4)
+    rq.quantize(z)  # k-means init
+    rq.steps_since_used.fill_(5)  # every code dead: all are re-seeded from this call's residuals
+    padded, valid = _padded(z, 10, value=1000.0)
+    out = rq.quantize(padded, valid)
+    assert rq.codebooks.detach().abs().max() < 100  # no code came from a padding row
+    used = torch.zeros(2, 8, dtype=torch.bool)
+    used[0, out.indices[:30, :, 0].unique()] = True
+    used[1, out.indices[:30, :, 1].unique()] = True
+    assert torch.equal(out.utilisation, used.float().mean(dim=1))  # padding rows' codes are not counted
+    assert torch.equal(rq.steps_since_used == 0, used)
+    with pytest.raises(ValueError, match="valid must have shape"):
+        rq.quantize(padded, valid[:-1])

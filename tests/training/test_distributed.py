@@ -14,6 +14,7 @@ from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.training import TrainConfig, fit, load_checkpoint
 from rq_kg_pipeline.training.distributed import DistributedTrainingError, launch
 from rq_kg_pipeline.training.queries import TrainQueries
+from tests.training.weights import assert_same_weights
 
 # Dropout everywhere and ConvE's batch norms on: the shards must reproduce both exactly.
 TINY = dict(init_dim=32, gcn_dim=32, gcn_layers=1, seq_len=4, num_code=32, num_quantizers=2, tf_layers=1, att_head=2)
@@ -36,23 +37,6 @@ def train(umls, filter_index, config: TrainConfig, nproc: int, checkpoint_dir=No
     args = (tiny_model(umls), umls.graph, umls.train, umls.valid, filter_index, config)
     kwargs = dict(checkpoint_dir=checkpoint_dir, progress=False)
     return fit(*args, **kwargs) if nproc == 1 else launch(nproc, "cpu", fit, *args, **kwargs)
-
-
-# Weights whose gradient is zero in exact arithmetic: ConvE's bn0 and conv bias (bn1 after the
-# linear conv undoes any scale or shift of its input) and attention's key bias (softmax ignores a
-# shift shared by all keys). Their gradients are float noise that Adam scales up to steps of
-# ~lr, different in every summation order; they change nothing the model computes in training,
-# so they (and bn1's running statistics, which see bn0's scale) are not compared.
-UNIDENTIFIABLE = {"scorer.bn0.weight", "scorer.bn0.bias", "scorer.conv.bias", "scorer.bn1.running_mean", "scorer.bn1.running_var"}
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for name in a.keys() - UNIDENTIFIABLE:
-        x, y = a[name], b[name]
-        if name.endswith("qkv.bias"):  # query and value parts; the key part is the shift above
-            x, y = x.chunk(3)[::2], y.chunk(3)[::2]
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=2e-5, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

@@ -97,12 +97,15 @@ def residual_search(
     max_elements: int | None = None,
     with_sum: bool = True,
     before_level: Callable[[int, Tensor], None] | None = None,
+    valid: Tensor | None = None,
 ) -> SearchResult:
     """Greedy residual quantization of ``x`` [N, D] with ``codebooks`` [Q, K, D], level by level.
 
     Distances, residuals and errors are float32 whatever the input dtype. ``before_level(q,
     residual)`` is called before level q's search with the float32 residual [N, D] of that
     level (dead-code revival re-seeds codes from it); it may change ``codebooks[q]`` in place.
+    ``valid`` [N] bool (None: all) marks the rows that count in ``sq_error`` and ``counts``;
+    the others (padding of a fixed-shape batch) are searched but leave no trace.
     """
     if x.ndim != 2 or codebooks.ndim != 3 or x.shape[1] != codebooks.shape[2]:
         raise ValueError(f"x must be [N, D] and codebooks [Q, K, D], got {tuple(x.shape)} and {tuple(codebooks.shape)}")
@@ -120,6 +123,7 @@ def residual_search(
         dist = torch.empty(rows, num_codes, dtype=f32, device=device)  # reused distance block
         best = torch.empty(rows, dtype=f32, device=device)
         chosen = torch.empty(block_rows, dim, dtype=codebooks.dtype, device=device)  # reused code rows
+        keep = None if valid is None else valid.to(f32).unsqueeze(1)  # [N, 1] 1 for a counted row
         for q in range(levels):
             if before_level is not None:
                 before_level(q, residual)
@@ -138,7 +142,8 @@ def residual_search(
                 block = residual[start:stop]
                 block.sub_(chosen[:m])
                 flat_block = block.reshape(-1)
-                sq_error[q].add_(torch.dot(flat_block, flat_block))
+                counted = flat_block if keep is None else (block * keep[start:stop]).reshape(-1)
+                sq_error[q].add_(torch.dot(counted, flat_block))
                 if summed is not None:
                     if q == 0:
                         summed[start:stop].copy_(chosen[:m])
@@ -146,7 +151,8 @@ def residual_search(
                         summed[start:stop].add_(chosen[:m])
         offsets = (torch.arange(levels, device=device) * num_codes).unsqueeze(1)  # [Q, 1]
         counts = torch.zeros(levels * num_codes, dtype=torch.long, device=device)
-        counts.index_add_(0, (indices + offsets).reshape(-1), torch.ones(1, dtype=torch.long, device=device).expand(levels * n))
+        ones = torch.ones(1, dtype=torch.long, device=device).expand(n) if valid is None else valid.long()  # [N]
+        counts.index_add_(0, (indices + offsets).reshape(-1), ones.expand(levels, n).reshape(-1))
     return SearchResult(indices.t(), summed, sq_error, counts.reshape(levels, num_codes))
 
 
@@ -157,27 +163,35 @@ class _ResidualQuantize(torch.autograd.Function):
     i's loss has gradient -2 r_{i+1} / (N D) w.r.t. the chosen code rows (codebook term) and
     2 beta r_{i+1} / (N D) w.r.t. z (commitment term, through r_i = z - sg[...]); the
     residuals are recomputed in row blocks from z, a copy of the codebooks and the indices.
+    With ``valid`` [N] bool, N counts the valid rows only and the others get no gradient.
     """
 
     @staticmethod
-    def forward(ctx, flat: Tensor, codebooks: Tensor, found: SearchResult, beta: float, rows: int):  # type: ignore[override]
+    def forward(ctx, flat: Tensor, codebooks: Tensor, found: SearchResult, beta: float, rows: int, valid: Tensor | None):  # type: ignore[override]
         n, dim = flat.shape
         ctx.beta, ctx.rows = beta, rows
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(flat, codebooks.detach().clone(), found.indices.t())  # codes as used; [Q, N]
-        losses = found.sq_error * ((1.0 + beta) / (n * dim))  # [Q]
+        keep = None if valid is None else valid.to(torch.float32)  # [N]
+        ctx.save_for_backward(flat, codebooks.detach().clone(), found.indices.t(), keep)  # codes as used; [Q, N]
+        if keep is None:
+            losses = found.sq_error * ((1.0 + beta) / (n * dim))  # [Q]
+        else:  # the count of valid rows stays on the device: no host sync
+            losses = found.sq_error * (1.0 + beta) / (keep.sum() * dim)
         return found.summed, losses
 
     @staticmethod
     def backward(ctx, grad_zq: Tensor | None, grad_losses: Tensor | None):  # type: ignore[override]
-        flat, books, indices = ctx.saved_tensors  # [N, D], [Q, K, D], [Q, N]
+        flat, books, indices, keep = ctx.saved_tensors  # [N, D], [Q, K, D], [Q, N], [N] or None
         need_z, need_books = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_losses is None:
-            return (grad_zq if need_z else None), None, None, None, None
+            return (grad_zq if need_z else None), None, None, None, None, None
         n, dim = flat.shape
         levels = books.shape[0]
         f32 = torch.float32
-        scale = grad_losses.to(f32) * (2.0 / (n * dim))  # [Q]
+        if keep is None:
+            scale = grad_losses.to(f32) * (2.0 / (n * dim))  # [Q]
+        else:
+            scale = grad_losses.to(f32) * 2.0 / (keep.sum() * dim)
         commit = scale * ctx.beta  # [Q]
         books32 = books.to(f32)
         grad_books = torch.zeros(books.shape, dtype=f32, device=books.device) if need_books else None
@@ -192,18 +206,20 @@ class _ResidualQuantize(torch.autograd.Function):
                     acc.zero_()
                 else:
                     acc.copy_(grad_zq[start:stop])
+            rows_kept = None if keep is None else keep[start:stop].unsqueeze(1)  # [m, 1]
             for q in range(levels):
                 idx = indices[q, start:stop]
                 residual.sub_(books32[q].index_select(0, idx))  # r_{q+1} rows
+                counted = residual if rows_kept is None else residual * rows_kept
                 if need_books:
-                    grad_books[q].index_add_(0, idx, residual)
+                    grad_books[q].index_add_(0, idx, counted)
                 if need_z:
-                    acc.addcmul_(residual, commit[q])
+                    acc.addcmul_(counted, commit[q])
         if need_books:
             grad_books = grad_books.mul_(-scale.view(levels, 1, 1)).to(books.dtype)
         if need_z:
             grad_flat = grad_flat.to(flat.dtype)
-        return grad_flat, grad_books, None, None, None
+        return grad_flat, grad_books, None, None, None, None
 
 
 def sample_vectors(x: Tensor, count: int) -> Tensor:
@@ -343,17 +359,23 @@ class RQCodebook(nn.Module):
         book = self.codebooks[level]  # [K, D]
         book.copy_(torch.where(dead[level].unsqueeze(1), fresh.to(book.dtype), book))
 
-    def _revival_plan(self, n: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    def _revival_plan(self, n: int, device: torch.device, valid: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """(dead [Q, K] bool, candidate rows [Q, K] or None) for a training call over n vectors.
 
         One random permutation per call; level q takes the rows at positions qK .. qK + K - 1
-        (mod n): distinct within a level (n >= K), and across levels while n >= QK.
+        (mod n): distinct within a level (n >= K), and across levels while n >= QK. With
+        ``valid`` [n] bool (a padded batch, whose valid rows the caller guarantees number >= K),
+        the permutation is of the valid rows only, computed without a host sync.
         """
         dead = self.steps_since_used >= self.dead_code_patience  # [Q, K]
+        positions = torch.arange(self.num_quantizers * self.num_codes, device=device)  # [QK]
+        if valid is not None:  # random keys, valid rows first: a random order of the valid rows
+            order = (torch.rand(n, device=device) - valid.to(torch.float32)).argsort()  # [n]
+            rows = order.index_select(0, positions % valid.sum())
+            return dead, rows.view(self.num_quantizers, self.num_codes)
         if n < self.num_codes:
             return dead, None
-        positions = torch.arange(self.num_quantizers * self.num_codes, device=device) % n
-        rows = torch.randperm(n, device=device).index_select(0, positions).view(self.num_quantizers, self.num_codes)
+        rows = torch.randperm(n, device=device).index_select(0, positions % n).view(self.num_quantizers, self.num_codes)
         return dead, rows
 
     @torch.no_grad()
@@ -364,23 +386,37 @@ class RQCodebook(nn.Module):
         self.steps_since_used.add_(1).masked_fill_(counts > 0, 0)
 
     # ------------------------------------------------------------------------------ public
-    def quantize(self, z: Tensor) -> RQOutput:
-        """Quantize z [B, L, D]; in training mode also k-means-initialises once and revives dead codes."""
+    def quantize(self, z: Tensor, valid: Tensor | None = None) -> RQOutput:
+        """Quantize z [B, L, D]; in training mode also k-means-initialises once and revives dead codes.
+
+        ``valid`` [B] bool (None: all) marks the sequences that count: the others (padding that
+        gives a training batch a fixed shape) are quantized but add nothing to the losses, the
+        gradients, the usage statistics or the revival candidates. A padded call needs at least
+        K valid vectors when it revives dead codes, and must not be the k-means-initialising one
+        if it is recorded in a CUDA graph (initialisation reads the host).
+        """
         lead = z.shape[:-1]
         flat = self._flatten(z)  # [N, D]
+        rows_valid = None  # [N] bool
+        if valid is not None:
+            if valid.shape != lead[:1]:
+                raise ValueError(f"valid must have shape [{lead[0]}] (one flag per sequence), got {tuple(valid.shape)}")
+            rows_valid = valid.view(-1, *([1] * (len(lead) - 1))).expand(lead).reshape(-1)
         if self.training and not self._is_initialised():
-            self._kmeans_initialise(flat.detach())
+            self._kmeans_initialise(flat.detach() if rows_valid is None else flat.detach()[rows_valid])
         revive, dead = None, None
         if self.training and self.revive_dead_codes:
-            dead, rows = self._revival_plan(flat.shape[0], flat.device)
+            dead, rows = self._revival_plan(flat.shape[0], flat.device, rows_valid)
             revive = partial(self._revive, dead=dead, rows=rows)
-        found = residual_search(flat.detach(), self.codebooks.detach(), max_elements=self.max_elements, before_level=revive)
+        found = residual_search(
+            flat.detach(), self.codebooks.detach(), max_elements=self.max_elements, before_level=revive, valid=rows_valid
+        )
         rows = chunk_rows(self.latent_dim, flat.device, self.max_elements, update=True)
-        z_q, losses = _ResidualQuantize.apply(flat, self.codebooks, found, self.beta, rows)  # [N, D], [Q]
+        z_q, losses = _ResidualQuantize.apply(flat, self.codebooks, found, self.beta, rows, rows_valid)  # [N, D], [Q]
         if self.training:
             self._mark_used(found.counts, dead)
         counts = found.counts.to(flat.dtype)  # [Q, K]
-        probs = counts / flat.shape[0]
+        probs = counts / (flat.shape[0] if rows_valid is None else rows_valid.sum())
         entropy = -(probs * probs.clamp(min=1e-12).log()).sum(dim=1)  # [Q]
         return RQOutput(
             z_q.reshape(*lead, self.latent_dim),

@@ -154,6 +154,7 @@ class RQGCN(nn.Module):
         unique_heads: Tensor | None = None,
         head_index: Tensor | None = None,
         shard: BatchShard | None = None,
+        valid_heads: Tensor | None = None,
     ) -> RQGCNOutput:
         """heads [B] entity ids, rels [B] relation ids in [0, 2R) -> logits, quantizer output, recon loss.
 
@@ -164,6 +165,10 @@ class RQGCN(nn.Module):
         Data-parallel training passes this process's rows of the batch as heads/rels/head_index
         with ``shard`` saying where they sit, and the whole batch's ``unique_heads``: the graph
         encoder, tokenisation and quantizer run on every process alike, ConvE on the shard.
+
+        ``valid_heads`` [U] bool marks the real entries of a ``unique_heads`` padded to a fixed
+        length (a CUDA-graph step, :mod:`rq_kg_pipeline.training.cuda_graph`): padding is
+        tokenised but counts in no loss, gradient or statistic, so the step equals the unpadded one.
         """
         if heads.ndim != 1 or heads.shape != rels.shape or heads.numel() == 0:
             raise ValueError(f"heads and rels must be non-empty 1-D tensors of one length, got {tuple(heads.shape)} and {tuple(rels.shape)}")
@@ -174,13 +179,19 @@ class RQGCN(nn.Module):
                 raise ValueError(f"rels must lie in [0, 2 * num_relations={2 * self.num_relations})")
         if (unique_heads is None) != (head_index is None):
             raise ValueError("give both unique_heads and head_index or neither")
+        if valid_heads is not None and (unique_heads is None or valid_heads.shape != unique_heads.shape):
+            raise ValueError("valid_heads needs unique_heads and must have its shape")
         if unique_heads is None:
             unique_heads, head_index = torch.unique(heads, return_inverse=True)  # [U], [B]
         ent, rel = self.encode(graph)  # [M, D], [2R, D]
         head_vecs = ent.index_select(0, unique_heads)  # [U, D]
-        quant = self.quantizer.quantize(self.latent_sequence(head_vecs))  # z_q [U, L, D]
+        quant = self.quantizer.quantize(self.latent_sequence(head_vecs), valid_heads)  # z_q [U, L, D]
         decoded = self.aggregate(quant.z_q)  # [U, D]
-        recon_loss = F.mse_loss(decoded, head_vecs)
+        if valid_heads is None:
+            recon_loss = F.mse_loss(decoded, head_vecs)
+        else:  # the mean over valid rows, with their count kept on the device
+            keep = valid_heads.to(torch.float32).unsqueeze(1)  # [U, 1]
+            recon_loss = ((decoded.float() - head_vecs.float()).pow(2) * keep).sum() / (keep.sum() * self.latent_dim)
         logits = self.score(decoded.index_select(0, head_index), rels, rel, ent, shard)  # [B, M]
         return RQGCNOutput(logits, quant, recon_loss, decoded)
 

@@ -20,7 +20,9 @@ class TrainConfig:
     valid evaluations (the last epoch is always evaluated); ``patience``: evaluations without
     a valid-MRR improvement before stopping (0 = off); ``checkpoint_every``: epochs between
     checkpoints (0 = only at the end; the last epoch and an early stop always write one);
-    ``semantic_weight``: weight of the semantic (text-embedding) loss, 0 = off.
+    ``semantic_weight``: weight of the semantic (text-embedding) loss, 0 = off; ``cuda_graphs``:
+    on CUDA (one process), replay each full batch's step as one recorded CUDA graph
+    (:mod:`rq_kg_pipeline.training.cuda_graph`; the same step, launched at once).
     """
 
     # pydantic (parameter validation) would silently drop unknown keys of a plain dataclass.
@@ -39,6 +41,7 @@ class TrainConfig:
     checkpoint_every: int = 10
     device: Device = "auto"
     bf16: bool = False
+    cuda_graphs: bool = True
     seed: int = 42
     eval_batch_size: int = 512
 

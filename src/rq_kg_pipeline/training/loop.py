@@ -42,6 +42,7 @@ from rq_kg_pipeline.training.checkpoint import (
     write_verified,
 )
 from rq_kg_pipeline.training.config import TrainConfig
+from rq_kg_pipeline.training.cuda_graph import GraphedStep
 from rq_kg_pipeline.training.distributed import DataParallel, wrap_ddp
 from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
@@ -182,7 +183,7 @@ def train_step(
     rows = batch.heads.shape[0]
     shard = BatchShard(batch.start, batch.start + rows, batch.total) if parallel is not None else None
     with autocast():
-        out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index, shard)
+        out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index, shard, batch.valid_heads)
         predicted = core.semantic_projection(out.decoded) if use_text else None  # [U, E]
     structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
     if shard is not None:
@@ -192,7 +193,10 @@ def train_step(
     loss = (parallel.world_size if parallel is not None else 1) * structure + quant + config.recon_weight * recon
     if use_text:
         heads = batch.unique_heads  # [U]
-        semantic = semantic_loss(predicted, text.embeddings.index_select(0, heads), text.mask.index_select(0, heads))
+        counted = text.mask.index_select(0, heads)  # [U]
+        if batch.valid_heads is not None:
+            counted = counted & batch.valid_heads
+        semantic = semantic_loss(predicted, text.embeddings.index_select(0, heads), counted)
         loss = loss + config.semantic_weight * semantic
     else:
         semantic = torch.zeros((), device=structure.device)
@@ -205,6 +209,33 @@ def train_step(
     stats = torch.stack([structure, quant, recon, semantic, grad_norm.float()]).detach()  # [5]
     levels = torch.stack([out.quant.level_losses, out.quant.utilisation, out.quant.perplexity]).detach().float()  # [3, Q]
     return stats, levels
+
+
+def padded_heads(config: TrainConfig, graph: KGGraph) -> int:
+    """Length P of a CUDA-graph batch's padded distinct heads: no batch has more."""
+    return min(config.batch_size, graph.num_entities)
+
+
+def graphed_train_step(
+    model: torch.nn.Module,
+    graph: KGGraph,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    autocast: Callable[[], Any] = nullcontext,
+    text: TextTargets | None = None,
+) -> GraphedStep:
+    """:func:`train_step` + ``optimizer.step()`` of an RQGCN as a :class:`GraphedStep` (batches
+    from ``TrainQueries.batches(..., pad_heads=padded_heads(config, graph))``, a capturable
+    optimizer). A replayed batch needs K distinct latents (L per head) for dead-code revival."""
+
+    def one_step(batch: QueryBatch) -> tuple[torch.Tensor, ...]:
+        stats, levels = train_step(model, graph, batch, optimizer, config, autocast, text)
+        optimizer.step()
+        return stats, levels
+
+    quantizer = model.quantizer
+    min_unique = -(-quantizer.num_codes // model.seq_len) if quantizer.revive_dead_codes else 1
+    return GraphedStep(one_step, optimizer, min_unique=min_unique)
 
 
 def _payload(
@@ -351,8 +382,15 @@ def fit(
     valid_ids = valid_ids.to(device)
     text = text.to(device) if text is not None and config.semantic_weight > 0 else None
     queries = TrainQueries.build(train_ids, graph.num_entities, graph.num_relations)  # CPU: batches are built there
+    # One CUDA-graph replay per step (training/cuda_graph.py); not with DDP, whose collectives
+    # the graph would have to record too.
+    use_graphs = config.cuda_graphs and device.type == "cuda" and parallel is None
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
+        model.parameters(),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda",
+        capturable=use_graphs,
     )
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
@@ -362,6 +400,8 @@ def fit(
         found = latest_checkpoint(checkpoint_dir)
         if found is not None:
             state = _restore(found, model, optimizer, generator, config, model_config, device)
+            for group in optimizer.param_groups:  # the stored flag is the saving run's
+                group["capturable"] = use_graphs
             resumed_from = state.epoch
             log.info("resumed from %s (epoch %d)", found, state.epoch)
 
@@ -381,8 +421,8 @@ def fit(
         log.info("checkpoint in %s already finished (epoch %d); nothing to train", checkpoint_dir, state.epoch)
         return result()
 
-    autocast = (
-        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    autocast = (  # no cast cache: a CUDA graph must not keep casts of another step
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)) if use_bf16 else nullcontext
     )
     # A CPU step pays nothing to look at its losses; on CUDA that would stall the host every step,
     # so the epoch's steps are checked together at its end (the epoch's checkpoint comes after).
@@ -394,6 +434,9 @@ def fit(
     trained = wrap_ddp(model) if parallel is not None else model
     replicated = _state_outside_optimizer(model) if parallel is not None else []
     rank, world_size = (parallel.rank, parallel.world_size) if parallel is not None else (0, 1)
+
+    graphed = graphed_train_step(model, graph, optimizer, config, autocast, text) if use_graphs else None
+    pad_heads = padded_heads(config, graph) if use_graphs else 0
     bar = tqdm(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
     )
@@ -405,17 +448,26 @@ def fit(
             level_sum: torch.Tensor | None = None  # [3, Q]: loss, utilisation, perplexity
             first_global_step = state.global_step + 1
             batches = queries.batches(
-                config.batch_size, generator, config.label_smoothing, device=device, rank=rank, world_size=world_size
+                config.batch_size,
+                generator,
+                config.label_smoothing,
+                device=device,
+                rank=rank,
+                world_size=world_size,
+                pad_heads=pad_heads,
             )
             for batch in batches:
                 state.global_step += 1
-                stats, levels = train_step(trained, graph, batch, optimizer, config, autocast, text, parallel)
+                if graphed is not None:  # replayed or eager, optimizer update included
+                    stats, levels = graphed(batch)
+                else:
+                    stats, levels = train_step(trained, graph, batch, optimizer, config, autocast, text, parallel)
+                    if check_each_step and not bool(torch.isfinite(stats).all()):
+                        _raise_non_finite(torch.stack([*step_stats, stats]), epoch, first_global_step)
+                    optimizer.step()
+                    if parallel is not None:
+                        parallel.sync_from_main(replicated)
                 step_stats.append(stats)
-                if check_each_step and not bool(torch.isfinite(stats).all()):
-                    _raise_non_finite(torch.stack(step_stats), epoch, first_global_step)
-                optimizer.step()
-                if parallel is not None:
-                    parallel.sync_from_main(replicated)
                 level_sum = levels if level_sum is None else level_sum + levels
 
             stats = torch.stack(step_stats)  # [S, 5]; on CUDA the one host sync of the epoch

@@ -23,6 +23,8 @@ class QueryBatch:
 
     In data-parallel training a process holds rows [start, start + B) of a batch of ``total``
     queries (its shard) and the distinct heads of the whole batch; otherwise start 0, total B.
+    A batch for a fixed-shape (CUDA-graph) step has its distinct heads padded to a fixed length
+    P with entity 0, and ``valid_heads`` marks the real ones.
     """
 
     heads: torch.Tensor  # [B] int64 query entity
@@ -32,6 +34,8 @@ class QueryBatch:
     head_index: torch.Tensor  # [B] int64 position of heads[i] in unique_heads
     start: int = 0
     total: int = 0  # queries in the whole batch (0: B, no sharding)
+    valid_heads: torch.Tensor | None = None  # [P] bool, True for the U real entries of unique_heads
+    num_unique: int = 0  # U, the real distinct heads (known on the host)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class TrainQueries:
         device: torch.device | str | None = None,
         rank: int = 0,
         world_size: int = 1,
+        pad_heads: int = 0,
     ) -> Iterator[QueryBatch]:
         """One epoch of batches on ``device`` (default: the index's) in an order drawn from
         ``generator`` (a CPU generator, so the same seed gives the same order on every device).
@@ -83,7 +88,10 @@ class TrainQueries:
 
         With ``world_size`` > 1, process ``rank`` gets its shard of every batch: the batches of
         one process, cut into world_size contiguous slices without overlap (slice ``rank``), with
-        the distinct heads of the whole batch. All processes must pass equal generators."""
+        the distinct heads of the whole batch. All processes must pass equal generators.
+
+        With ``pad_heads`` P > 0, every batch's distinct heads are padded to P (at least the
+        number of distinct heads a batch can have) and ``valid_heads`` marks the real ones."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -104,6 +112,13 @@ class TrainQueries:
             lo, hi = rank * total // world_size, (rank + 1) * total // world_size  # this process's rows
             batch_heads = entities[order[start:stop]]  # [total]
             unique_heads, head_index = torch.unique(batch_heads, return_inverse=True)  # [U], [total]
+            num_unique = unique_heads.numel()
+            valid = None
+            if pad_heads:
+                if num_unique > pad_heads:
+                    raise ValueError(f"pad_heads={pad_heads} is less than a batch's {num_unique} distinct heads")
+                valid = torch.arange(pad_heads) < num_unique  # [P]
+                unique_heads = torch.cat([unique_heads, unique_heads.new_zeros(pad_heads - num_unique)])  # [P]
             ids = order[start + lo : start + hi]  # [B]
             yield QueryBatch(
                 _to(batch_heads[lo:hi], device),
@@ -113,6 +128,8 @@ class TrainQueries:
                 _to(head_index[lo:hi], device),
                 start=lo,
                 total=total,
+                valid_heads=None if valid is None else _to(valid, device),
+                num_unique=num_unique,
             )
 
     def num_batches(self, batch_size: int, world_size: int = 1) -> int:

@@ -1,0 +1,121 @@
+"""The CUDA-graph training step: its fixed-shape (padded) batches train exactly like plain ones (CPU),
+and replaying the recorded step trains like running it eagerly (CUDA)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+from rq_kg_pipeline.evaluation.ranking import FilterIndex
+from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.semantics.loss import TextTargets
+from rq_kg_pipeline.training import TrainConfig, fit
+from rq_kg_pipeline.training.cuda_graph import GraphedStep, unpadded
+from rq_kg_pipeline.training.loop import graphed_train_step, padded_heads, train_step
+from rq_kg_pipeline.training.queries import TrainQueries
+from tests.training.weights import assert_same_weights
+
+# No dropout: the padded and plain steps then draw no random numbers that could differ.
+NO_DROPOUT = dict(
+    init_dim=32, gcn_dim=32, gcn_layers=1, seq_len=4, num_code=32, num_quantizers=2, tf_layers=1, att_head=2,
+    num_filters=8, kernel_size=3, gcn_dropout=0.0, tf_dropout=0.0, conve_dropout=(0.0, 0.0, 0.0), semantic_dim=8,
+)  # fmt: skip
+CONFIG = TrainConfig(batch_size=64, lr=0.01, semantic_weight=0.5, device="cpu", seed=5)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _model_and_text(umls) -> tuple[RQGCN, TextTargets]:
+    torch.manual_seed(0)
+    model = RQGCN(umls.num_entities, umls.num_relations, **NO_DROPOUT).train()
+    text = TextTargets(torch.randn(umls.num_entities, 8), torch.rand(umls.num_entities) > 0.3)
+    return model, text
+
+
+def _batches(umls, pad: int, device: str = "cpu", steps: int = 4) -> list:
+    queries = TrainQueries.build(umls.train, umls.num_entities, umls.num_relations)
+    generator = torch.Generator().manual_seed(CONFIG.seed)
+    batches = queries.batches(CONFIG.batch_size, generator, CONFIG.label_smoothing, device=device, pad_heads=pad)
+    return [b for _, b in zip(range(steps), batches)]
+
+
+def test_padded_batches_hold_the_distinct_heads_then_padding(umls) -> None:
+    pad = padded_heads(CONFIG, umls.graph)
+    assert pad == CONFIG.batch_size  # UMLS has more entities than a batch has queries
+    for plain, padded in zip(_batches(umls, 0), _batches(umls, pad)):
+        u = plain.unique_heads.numel()
+        assert padded.num_unique == u < pad and padded.unique_heads.shape == (pad,)
+        assert torch.equal(padded.valid_heads, torch.arange(pad) < u)
+        assert torch.equal(padded.unique_heads[:u], plain.unique_heads) and not padded.unique_heads[u:].any()
+        assert torch.equal(padded.head_index, plain.head_index) and torch.equal(padded.labels, plain.labels)
+        assert torch.equal(unpadded(padded).unique_heads, plain.unique_heads) and unpadded(padded).valid_heads is None
+    with pytest.raises(ValueError, match="pad_heads=3 is less than"):
+        _batches(umls, 3)
+
+
+def test_padded_steps_train_like_plain_steps(umls) -> None:
+    """Padding is tokenised and quantized but counts in nothing: four steps (k-means init, the
+    semantic term, Adam) give the same losses, statistics and weights as the unpadded steps."""
+    plain_model, text = _model_and_text(umls)
+    padded_model = copy.deepcopy(plain_model)
+    runs = []
+    for model, pad in ((plain_model, 0), (padded_model, padded_heads(CONFIG, umls.graph))):
+        torch.manual_seed(1)  # k-means initialisation draws its seeds alike
+        optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG.lr)
+        stats = []
+        for batch in _batches(umls, pad):
+            step_stats, levels = train_step(model, umls.graph, batch, optimizer, CONFIG, text=text)
+            optimizer.step()
+            stats.append(torch.cat([step_stats, levels.flatten()]))
+        runs.append(torch.stack(stats))
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+    assert runs[0][:, 3].gt(0).all()  # the semantic term was on
+    for (name, a), b in zip(plain_model.state_dict().items(), padded_model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_graphed_step_refuses_an_optimizer_it_cannot_record(umls) -> None:
+    model, _ = _model_and_text(umls)
+    with pytest.raises(ValueError, match="capturable=True"):
+        GraphedStep(lambda batch: (), torch.optim.Adam(model.parameters()))
+
+
+@needs_cuda
+def test_replayed_steps_train_like_eager_steps(umls) -> None:
+    """Six steps: three eager warm-ups, the recorded one and two replays, against six eager steps
+    of the same batches (float32; CUDA's atomic sums differ in the last bits)."""
+    eager_model, text = _model_and_text(umls)
+    eager_model.cuda()
+    graph = umls.graph.to("cuda")
+    with torch.no_grad():  # k-means initialisation before the copy: both start from one codebook
+        eager_model(graph, torch.arange(umls.num_entities, device="cuda"), torch.zeros(umls.num_entities, dtype=torch.long, device="cuda"))
+    graphed_model = copy.deepcopy(eager_model)
+    text = text.to("cuda")
+    config = replace(CONFIG, device="cuda")
+    eager_opt = torch.optim.Adam(eager_model.parameters(), lr=config.lr, fused=True, capturable=True)
+    graphed_opt = torch.optim.Adam(graphed_model.parameters(), lr=config.lr, fused=True, capturable=True)
+    graphed = graphed_train_step(graphed_model, graph, graphed_opt, config, text=text)
+    eager_stats, graphed_stats = [], []
+    for batch in _batches(umls, padded_heads(config, umls.graph), device="cuda", steps=6):
+        stats, _ = train_step(eager_model, graph, unpadded(batch), eager_opt, config, text=text)
+        eager_opt.step()
+        eager_stats.append(stats)
+        graphed_stats.append(graphed(batch)[0])
+    assert graphed.replays == 3 and graphed.eager_steps == 3
+    torch.testing.assert_close(torch.stack(graphed_stats), torch.stack(eager_stats), rtol=1e-3, atol=1e-4)
+    assert_same_weights(graphed_model.state_dict(), eager_model.state_dict(), rtol=1e-3, atol=1e-4)
+
+
+@needs_cuda
+def test_fit_with_cuda_graphs_learns_and_resumes(umls, tmp_path) -> None:
+    """The loop's CUDA-graph route (bf16, dropout on) trains UMLS to a useful MRR and resumes."""
+    torch.manual_seed(1)
+    model = RQGCN(umls.num_entities, umls.num_relations, init_dim=32, gcn_dim=32, seq_len=4, num_code=32, num_quantizers=2)
+    index = FilterIndex.build([umls.train, umls.valid, umls.test], umls.num_entities, umls.num_relations)
+    config = TrainConfig(epochs=20, batch_size=256, lr=0.01, eval_every=10, device="cuda", bf16=True, seed=2)
+    first = fit(model, umls.graph, umls.train, umls.valid, index, replace(config, epochs=10), checkpoint_dir=tmp_path, progress=False)
+    second = fit(model, umls.graph, umls.train, umls.valid, index, config, checkpoint_dir=tmp_path, progress=False)
+    assert second.resumed_from_epoch == 10 and second.last_epoch == 20
+    assert second.history[-1]["valid_mrr"] > max(0.3, first.history[-1]["valid_mrr"] - 0.05)
