@@ -48,7 +48,7 @@ def main() -> None:
     graph = bench.graph.to(device)
     if args.compile:
         model.scorer = torch.compile(model.scorer)
-        model.sequence_encoder = torch.compile(model.sequence_encoder, dynamic=True)
+        model.sequence_encoder = torch.compile(model.sequence_encoder, dynamic=not use_graphs)  # padded batches: one shape
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda", capturable=use_graphs)
     queries = TrainQueries.build(bench.ids["train"], graph.num_entities, graph.num_relations)
     generator = torch.Generator().manual_seed(config.seed)
