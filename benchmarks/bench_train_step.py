@@ -19,7 +19,7 @@ import torch
 from common import DEFAULT_DATA, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
 
 from rq_kg_pipeline.models.rqgcn import RQGCN
-from rq_kg_pipeline.training.loop import cudnn_autotune, graphed_train_step, padded_heads, train_step
+from rq_kg_pipeline.training.loop import compiled_for_training, cudnn_autotune, graphed_train_step, padded_heads, train_step
 from rq_kg_pipeline.training.queries import TrainQueries
 
 
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--backend", default=None, help="message passing backend (default: the recipe's)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's top operators of 3 steps")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the ConvE scorer and the sequence encoder")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile ConvE and the sequence encoder (default: the recipe's torch_compile, CUDA only)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
     args = parser.parse_args()
 
@@ -46,9 +47,7 @@ def main() -> None:
     torch.manual_seed(config.seed)
     model = RQGCN(bench.graph.num_entities, bench.graph.num_relations, **model_config).to(device).train()
     graph = bench.graph.to(device)
-    if args.compile:
-        model.scorer = torch.compile(model.scorer)
-        model.sequence_encoder = torch.compile(model.sequence_encoder, dynamic=not use_graphs)  # padded batches: one shape
+    use_compile = device.type == "cuda" and (config.torch_compile if args.compile is None else args.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda", capturable=use_graphs)
     queries = TrainQueries.build(bench.ids["train"], graph.num_entities, graph.num_relations)
     generator = torch.Generator().manual_seed(config.seed)
@@ -70,13 +69,13 @@ def main() -> None:
         train_step(model, graph, batch, optimizer, config, autocast)
         optimizer.step()
 
-    with cudnn_autotune(device):
+    with cudnn_autotune(device), compiled_for_training(model, use_compile):
         seconds = time_calls(step, args.steps, device, warmup=args.warmup)
         memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated" if device.type == "cuda"
                   else f"{peak_rss_gib():.2f} GiB peak RSS")
         print_table([("training step (batch 1024)", seconds, memory)],
                     f"FB15k-237 training step on {describe_device(device)}, backend {model_config['backend']}, "
-                    f"bf16 {use_bf16}, compile {args.compile}, CUDA graphs {use_graphs}"
+                    f"bf16 {use_bf16}, compile {use_compile}, CUDA graphs {use_graphs}"
                     + (f" ({graphed.replays} replays, {graphed.eager_steps} eager steps)" if graphed else "")
                     + f", {queries.num_batches(config.batch_size)} steps per epoch")
         if args.profile:

@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--semantic-weight", type=float, default=None,
                         help="weight of the semantic term (default: the config's with --text-embeddings, else 0)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="default: the config's")
+    parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None, help="default: the config's")
     args = parser.parse_args()
     if args.semantic_weight and args.text_embeddings is None:
         parser.error("--semantic-weight > 0 needs --text-embeddings")
@@ -134,6 +135,7 @@ def main() -> None:
         semantic_weight=(0.0 if args.text_embeddings is None else config.semantic_weight)
         if args.semantic_weight is None else args.semantic_weight,
         cuda_graphs=config.cuda_graphs if args.cuda_graphs is None else args.cuda_graphs,
+        torch_compile=config.torch_compile if args.torch_compile is None else args.torch_compile,
     )
     parallel = init_from_env(config.resolve_device().type)  # under torchrun: join its process group
     main = parallel is None or parallel.is_main

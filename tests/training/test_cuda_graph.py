@@ -1,9 +1,11 @@
 """The CUDA-graph training step: its fixed-shape (padded) batches train exactly like plain ones (CPU),
-and replaying the recorded step trains like running it eagerly (CUDA)."""
+and replaying the recorded step trains like running it eagerly (CUDA); training with torch.compile."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import logging
 from dataclasses import replace
 
 import pytest
@@ -14,7 +16,7 @@ from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.semantics.loss import TextTargets
 from rq_kg_pipeline.training import TrainConfig, fit
 from rq_kg_pipeline.training.cuda_graph import GraphedStep, unpadded
-from rq_kg_pipeline.training.loop import graphed_train_step, padded_heads, train_step
+from rq_kg_pipeline.training.loop import compiled_for_training, graphed_train_step, padded_heads, train_step
 from rq_kg_pipeline.training.queries import TrainQueries
 from tests.training.weights import assert_same_weights
 
@@ -119,3 +121,35 @@ def test_fit_with_cuda_graphs_learns_and_resumes(umls, tmp_path) -> None:
     second = fit(model, umls.graph, umls.train, umls.valid, index, config, checkpoint_dir=tmp_path, progress=False)
     assert second.resumed_from_epoch == 10 and second.last_epoch == 20
     assert second.history[-1]["valid_mrr"] > max(0.3, first.history[-1]["valid_mrr"] - 0.05)
+
+
+def test_compiled_for_training_compiles_only_inside(umls, caplog) -> None:
+    """ConvE and the sequence encoder are compiled inside the context and plain again after it;
+    without Triton the context says so and leaves them plain."""
+    model, _ = _model_and_text(umls)
+    parts = (model.scorer, model.sequence_encoder)
+    with caplog.at_level(logging.WARNING), compiled_for_training(model, True):
+        inside = [m._compiled_call_impl is not None for m in parts]
+    if importlib.util.find_spec("triton") is None:
+        assert inside == [False, False] and "needs Triton" in caplog.text
+    else:
+        assert inside == [True, True]
+    assert all(m._compiled_call_impl is None for m in parts)
+    with compiled_for_training(model, False):
+        assert all(m._compiled_call_impl is None for m in parts)
+
+
+@needs_cuda
+def test_fit_compiled_trains_like_eager(umls) -> None:
+    """Two epochs with torch.compile and CUDA graphs reach the losses of the eager run (float32, no dropout)."""
+    index = FilterIndex.build([umls.train, umls.valid, umls.test], umls.num_entities, umls.num_relations)
+    config = replace(CONFIG, epochs=2, eval_every=2, device="cuda", semantic_weight=0.0)
+    runs = []
+    for compiled in (False, True):
+        model, _ = _model_and_text(umls)
+        torch.manual_seed(3)
+        runs.append(fit(model, umls.graph, umls.train, umls.valid, index, replace(config, torch_compile=compiled), checkpoint_dir=None, progress=False))
+        assert all(m._compiled_call_impl is None for m in (model.scorer, model.sequence_encoder))
+    for eager, compiled in zip(*(r.history for r in runs)):
+        assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-2)
+    assert runs[1].best_valid_mrr == pytest.approx(runs[0].best_valid_mrr, abs=0.02)

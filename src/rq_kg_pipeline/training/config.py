@@ -22,7 +22,9 @@ class TrainConfig:
     checkpoints (0 = only at the end; the last epoch and an early stop always write one);
     ``semantic_weight``: weight of the semantic (text-embedding) loss, 0 = off; ``cuda_graphs``:
     on CUDA (one process), replay each full batch's step as one recorded CUDA graph
-    (:mod:`rq_kg_pipeline.training.cuda_graph`; the same step, launched at once).
+    (:mod:`rq_kg_pipeline.training.cuda_graph`; the same step, launched at once);
+    ``torch_compile``: on CUDA (one process), train with ConvE and the sequence encoder compiled
+    by ``torch.compile`` (fused kernels; ~1 minute of compilation, worth it for long runs).
     """
 
     # pydantic (parameter validation) would silently drop unknown keys of a plain dataclass.
@@ -42,6 +44,7 @@ class TrainConfig:
     device: Device = "auto"
     bf16: bool = False
     cuda_graphs: bool = True
+    torch_compile: bool = False
     seed: int = 42
     eval_batch_size: int = 512
 

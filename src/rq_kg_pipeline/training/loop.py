@@ -10,6 +10,7 @@ and calls back, and a checkpoint resumes under any number of processes.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import random
@@ -145,6 +146,25 @@ def cudnn_autotune(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = previous
+
+
+@contextmanager
+def compiled_for_training(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """With ``enabled``, ConvE and the sequence encoder run compiled by ``torch.compile`` (one
+    static shape each: CUDA-graph batches are padded) until exit, then eagerly again, so that
+    validation (run under ``torch.compiler.set_stance("force_eager")``) and whatever uses the model
+    afterwards run the plain kernels. Without Triton (no compiler for CUDA) training stays eager."""
+    modules = [model.scorer, model.sequence_encoder] if enabled else []
+    if modules and importlib.util.find_spec("triton") is None:
+        log.warning("torch_compile needs Triton, which is not installed; training without compilation")
+        modules = []
+    for module in modules:
+        module.compile(dynamic=False)
+    try:
+        yield
+    finally:
+        for module in modules:  # nn.Module.compile's only state: drop it to run eagerly again
+            module._compiled_call_impl = None
 
 
 def _peak_memory_gib(device: torch.device) -> float:
@@ -440,7 +460,8 @@ def fit(
     bar = tqdm(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
     )
-    with cudnn_autotune(device), bar:
+    use_compile = config.torch_compile and device.type == "cuda" and parallel is None
+    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
@@ -496,7 +517,8 @@ def fit(
 
             if (epoch % config.eval_every == 0 or epoch == config.epochs) and main:
                 eval_started = time.perf_counter()
-                metrics.update(_valid_metrics(model, graph, valid_ids, filter_index, config.eval_batch_size))
+                with torch.compiler.set_stance("force_eager"):
+                    metrics.update(_valid_metrics(model, graph, valid_ids, filter_index, config.eval_batch_size))
                 metrics["eval_seconds"] = time.perf_counter() - eval_started
                 if metrics["valid_mrr"] > state.best_valid_mrr:
                     state.best_valid_mrr, state.best_epoch, state.bad_evals = metrics["valid_mrr"], epoch, 0

@@ -73,10 +73,10 @@ def _run_key(
     """Checkpoints of one (data, model, fit) combination live in their own folder, so a rerun with
     other settings starts fresh while a rerun of the same command resumes. ``epochs`` and
     ``patience`` are left out: raising them continues a run that finished its epochs instead of
-    restarting it (a run that stopped early stays stopped), and so is ``cuda_graphs``, which
-    changes how a step is launched, not what it computes. A run without the semantic term keys
+    restarting it (a run that stopped early stays stopped), and so are ``cuda_graphs`` and
+    ``torch_compile``, which change how a step runs, not what it computes. A run without the semantic term keys
     exactly as before the term existed; one with it adds the text embeddings' key."""
-    fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in ("epochs", "patience", "cuda_graphs")}
+    fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in ("epochs", "patience", "cuda_graphs", "torch_compile")}
     if not fit_settings.get("semantic_weight"):
         fit_settings.pop("semantic_weight", None)
     digest = hashlib.sha256(json.dumps([model_config, fit_settings], sort_keys=True).encode())
