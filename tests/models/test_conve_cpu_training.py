@@ -50,3 +50,38 @@ def test_cpu_training_step_matches_the_module_by_module_definition(drops: tuple[
     torch.testing.assert_close(fast_bn.running_var, ref_bn.running_var)
     assert int(fast_bn.num_batches_tracked) == int(ref_bn.num_batches_tracked) == 1
 
+
+
+def _fused_run(scorer: ConvEScorer, data: list[torch.Tensor], labels: torch.Tensor, frozen: tuple[str, ...] = ()) -> tuple:
+    """Logits, input gradients and parameter gradients of one seeded CPU training step (parameters in
+    ``frozen`` and the candidates without gradients)."""
+    for name, p in scorer.named_parameters():
+        p.requires_grad_(name not in frozen)
+        p.grad = None
+    ent, rel = (t.clone().requires_grad_() for t in data[:2])
+    torch.manual_seed(11)
+    logits = scorer(ent, rel, data[2])
+    F.binary_cross_entropy_with_logits(logits, labels).backward(retain_graph=True)
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in scorer.named_parameters()}
+    return logits, ent.grad.clone(), grads
+
+
+def test_backward_keeps_its_saved_tensors_and_frozen_parts_get_no_gradient() -> None:
+    torch.manual_seed(3)
+    b, m, dim = 19, 30, 32
+    scorer = ConvEScorer(dim, 4, 8, num_filters=6, kernel_size=3).train()
+    data = [torch.randn(b, dim), torch.randn(b, dim), torch.randn(m, dim)]
+    labels = torch.rand(b, m)
+    logits, ent_grad, grads = _fused_run(scorer, data, labels)
+    # A second backward through the retained graph: backward rebuilt its features from what it saved,
+    # without overwriting any of it, so the gradients double exactly.
+    F.binary_cross_entropy_with_logits(logits, labels).backward()
+    for name, p in scorer.named_parameters():
+        assert torch.equal(p.grad, 2 * grads[name]), name
+    frozen = ("fc.weight", "fc.bias", "conv.weight", "bn1.weight")
+    _, ent_grad_frozen, grads_frozen = _fused_run(scorer, data, labels, frozen)
+    assert torch.equal(ent_grad_frozen, ent_grad)
+    for name in grads:
+        assert (grads_frozen[name] is None) == (name in frozen), name
+        if name not in frozen:
+            assert torch.equal(grads_frozen[name], grads[name]), name

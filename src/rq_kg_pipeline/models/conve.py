@@ -32,24 +32,58 @@ def default_conve_shape(dim: int) -> tuple[int, int]:
     return k_h, dim // k_h
 
 
-# Images per chunk in the sweeps of _ConvBatchNormReluDrop: 8 x 196 positions x 200 filters is
+# Images per chunk in the sweeps of _ConvFeaturesLinear: 8 x 196 positions x 200 filters is
 # ~1.2 MB, so each chunk's several element-wise passes run in cache rather than in memory.
 _CHUNK_IMAGES = 8
 
 
-class _ConvBatchNormReluDrop(torch.autograd.Function):
-    """Channels-last conv as one GEMM, then relu(batch norm over all positions) zeroed where ``drop``.
+def _features_of_chunk(
+    xhat: Tensor, bn_weight: Tensor, bn_bias: Tensor, keep: Tensor | None, out: Tensor, relu: bool = True
+) -> Tensor:
+    """relu(bn_weight * xhat + bn_bias) zeroed where not ``keep`` into ``out`` (rows [n, C] of whole
+    images, keep [images, H, W, C] contiguous or None): the one definition used to build the features
+    and to rebuild them. The mask multiplies as 0/1 (uint8 view), 4x faster than ``masked_fill_``'s
+    branchy kernel and the same bits: the relu outputs are finite and >= +0 (never -0: bn_bias starts
+    at +0 and Adam cannot make it -0), so x * 0 = +0 and x * 1 = x. Without ``relu`` the result is
+    only good for its sign: > 0 exactly where the features are (what relu's backward needs)."""
+    piece = torch.addcmul(bn_bias, xhat, bn_weight, out=out)
+    if relu:
+        piece.clamp_min_(0.0)
+    if keep is not None:
+        piece.mul_(keep.view(piece.shape).view(torch.uint8))
+    return piece
 
-    cols [N, K] patches (N = B*H*W), weight [C, K], bias [C], bn weight/bias [C], drop [B, H, W, C]
-    (or None) -> out [N, C], batch mean [C], biased batch variance [C]. The feature maps are
-    normalised in place in cache-sized chunks (a pass over memory each for the mean, the centred
-    variance and the output), statistics and gradient sums are pairwise sums of centred values
-    (PyTorch's channels-last batch norm kernel on CPU sums 200k rows in float32, ~100x further from
-    exact than its NCHW kernel), and only the normalised maps and the output are kept for backward."""
+
+class _ConvFeaturesLinear(torch.autograd.Function):
+    """Channels-last conv as one GEMM, relu(batch norm over all positions) zeroed where not ``keep``, then
+    the linear map of each image's features: ConvE's conv -> bn1 -> relu -> dropout -> fc in one op.
+
+    cols [N, K] patches (N = B*H*W), weight [C, K], bias [C], bn weight/bias [C], keep [B, H, W, C]
+    (contiguous, or None), fc_weight [D, C*H*W] (the module's, channels-first order), fc_bias [D] ->
+    out [B, D], batch mean [C], biased batch variance [C]. The dropout scale and the channels-last
+    order are folded into one copy of the FC weight ([D, H*W*C]). The feature maps are normalised in
+    place in cache-sized chunks (a pass over memory each for the mean, the centred variance and the
+    output), statistics and gradient sums are pairwise sums of centred values (PyTorch's
+    channels-last batch norm kernel on CPU sums 200k rows in float32, ~100x further from exact than
+    its NCHW kernel). Kept for backward: the patches, the normalised maps and the keep mask. The
+    features (the FC's input, [N, C] like the maps) are rebuilt from them in backward by the same
+    chunked ops (same bits) into one buffer that then takes their gradient in place, so backward
+    holds two [N, C] tensors where autograd around the FC held four."""
 
     @staticmethod
     def forward(
-        ctx: Any, cols: Tensor, weight: Tensor, bias: Tensor, bn_weight: Tensor, bn_bias: Tensor, drop: Tensor | None, eps: float, images: int
+        ctx: Any,
+        cols: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        bn_weight: Tensor,
+        bn_bias: Tensor,
+        keep: Tensor | None,
+        fc_weight: Tensor,
+        fc_bias: Tensor,
+        scale: float,
+        eps: float,
+        images: int,
     ) -> tuple[Tensor, Tensor, Tensor]:
         y = torch.addmm(bias, cols, weight.t())  # [N, C]
         n, channels = y.shape
@@ -61,49 +95,79 @@ class _ConvBatchNormReluDrop(torch.autograd.Function):
             square_sum += (part * part).sum(0, dtype=torch.float64)
         var = (square_sum / n).to(y.dtype)  # [C] biased
         invstd = torch.rsqrt(var + eps)  # [C]
-        out = torch.empty_like(y)  # [N, C]
+        features = torch.empty_like(y)  # [N, C]
         for i, a in enumerate(range(0, n, step)):
             part = y[a : a + step].mul_(invstd)  # normalised in place: y holds x_hat from here
-            piece = torch.addcmul(bn_bias, part, bn_weight, out=out[a : a + step]).clamp_min_(0.0)
-            if drop is not None:
-                piece.view(-1, *drop.shape[1:]).masked_fill_(drop[i * _CHUNK_IMAGES : (i + 1) * _CHUNK_IMAGES], 0.0)
-        ctx.save_for_backward(cols, weight, y, out, bn_weight, invstd)
-        ctx.step = step
+            _features_of_chunk(part, bn_weight, bn_bias, _keep_chunk(keep, i), features[a : a + step])
+        positions = n // images
+        channels_last = torch.empty(fc_weight.shape[0], positions, channels, dtype=fc_weight.dtype)  # [D, H*W, C]
+        channels_last.copy_(fc_weight.view(-1, channels, positions).transpose(1, 2)).mul_(scale)
+        folded = channels_last.view(fc_weight.shape[0], -1)  # [D, H*W*C]: dropout scale and layout folded in
+        out = F.linear(features.view(images, -1), folded, fc_bias)  # [B, D]
+        ctx.save_for_backward(cols, weight, y, bn_weight, bn_bias, invstd, keep, folded)
+        ctx.step, ctx.images, ctx.scale = step, images, scale
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, _mean: Tensor, _var: Tensor) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor, None, None, None]:
-        cols, weight, xhat, out, bn_weight, invstd = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor, _mean: Tensor, _var: Tensor) -> tuple[Tensor | None, ...]:
+        cols, weight, xhat, bn_weight, bn_bias, invstd, keep, folded = ctx.saved_tensors
         n, channels = xhat.shape
         step = ctx.step
-        g = torch.empty_like(xhat)  # [N, C]: gradient at the batch norm's output, then at the conv's
+        g = torch.empty_like(xhat)  # [N, C]: the features, then their gradient, then the conv output's
+        for i, a in enumerate(range(0, n, step)):
+            _features_of_chunk(xhat[a : a + step], bn_weight, bn_bias, _keep_chunk(keep, i), g[a : a + step])
+        features = g.view(ctx.images, -1)  # [B, H*W*C]
+        grad_fc_weight = grad_fc_bias = None
+        if ctx.needs_input_grad[6]:  # autograd's linear computes grad^T @ input; unfold the layout and scale
+            grad_folded = grad.t().mm(features).view(folded.shape[0], -1, channels)  # [D, H*W, C]
+            grad_fc_weight = torch.empty_like(grad_folded.transpose(1, 2), memory_format=torch.contiguous_format)  # [D, C, H*W]
+            grad_fc_weight.copy_(grad_folded.transpose(1, 2)).mul_(ctx.scale)
+            grad_fc_weight = grad_fc_weight.view(folded.shape[0], -1)  # [D, C*H*W]
+        if ctx.needs_input_grad[7]:
+            grad_fc_bias = grad.sum(0)  # [D]
+        torch.mm(grad, folded, out=features)  # gradient at the features, over them
+        scratch = torch.empty(step, channels, dtype=xhat.dtype)  # one chunk's features up to relu (only signs matter)
         grad_bn_bias = torch.zeros(channels, dtype=torch.float64)  # [C]
         grad_bn_weight = torch.zeros(channels, dtype=torch.float64)  # [C]
-        for a in range(0, n, step):
-            part = torch.ops.aten.threshold_backward.grad_input(grad[a : a + step], out[a : a + step], 0.0, grad_input=g[a : a + step])
+        for i, a in enumerate(range(0, n, step)):
+            rows = slice(a, a + step)
+            signs = _features_of_chunk(xhat[rows], bn_weight, bn_bias, _keep_chunk(keep, i), scratch[: xhat[rows].shape[0]], relu=False)
+            part = torch.ops.aten.threshold_backward.grad_input(g[rows], signs, 0.0, grad_input=g[rows])  # zero where features <= 0
             grad_bn_bias += part.sum(0, dtype=torch.float64)
-            grad_bn_weight += (part * xhat[a : a + step]).sum(0, dtype=torch.float64)
+            grad_bn_weight += (part * xhat[rows]).sum(0, dtype=torch.float64)
         k = bn_weight * invstd  # [C]
         shift = (k * grad_bn_bias / n).to(g.dtype)  # [C]
         slope = (k * grad_bn_weight / n).to(g.dtype)  # [C]
         for a in range(0, n, step):
             g[a : a + step].mul_(k).sub_(shift).addcmul_(xhat[a : a + step], slope, value=-1.0)
         grad_cols = g @ weight if ctx.needs_input_grad[0] else None  # [N, K]
-        return grad_cols, g.t() @ cols, g.sum(0), grad_bn_weight.to(g.dtype), grad_bn_bias.to(g.dtype), None, None, None
+        return (
+            grad_cols, g.t() @ cols, g.sum(0), grad_bn_weight.to(g.dtype), grad_bn_bias.to(g.dtype),
+            None, grad_fc_weight, grad_fc_bias, None, None, None,
+        )  # fmt: skip
 
 
-def _conv_batch_norm_relu_drop(
-    conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm, cols: Tensor, drop: Tensor | None, images: int
+def _keep_chunk(keep: Tensor | None, chunk: int) -> Tensor | None:
+    """The keep mask [images, H, W, C] of the ``chunk``-th run of _CHUNK_IMAGES images (None: no dropout)."""
+    return None if keep is None else keep[chunk * _CHUNK_IMAGES : (chunk + 1) * _CHUNK_IMAGES]
+
+
+def _conv_features_linear(
+    conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm, fc: nn.Linear, cols: Tensor, keep: Tensor | None, scale: float, images: int
 ) -> Tensor:
-    """``relu(bn(conv(images)))`` zeroed where ``drop`` ([B, H, W, F] or None), training mode, from the
-    patches cols [B*H*W, ks*ks] of B ``images`` -> [B*H*W, F]; ``bn``'s running statistics move as ``bn``'s own."""
-    out, mean, var = _ConvBatchNormReluDrop.apply(cols, conv.weight.view(conv.out_channels, -1), conv.bias, bn.weight, bn.bias, drop, bn.eps, images)
+    """``fc(relu(bn(conv(images))) * keep * scale)`` in training mode, from the patches cols [B*H*W, ks*ks]
+    of B ``images``, keep [B, H, W, F] contiguous or None -> [B, D]; ``bn``'s running statistics move
+    as ``bn``'s own."""
+    out, mean, var = _ConvFeaturesLinear.apply(
+        cols, conv.weight.view(conv.out_channels, -1), conv.bias, bn.weight, bn.bias, keep, fc.weight, fc.bias, scale, bn.eps, images
+    )
+    n = cols.shape[0]
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
         bn.running_mean.lerp_(mean, factor)
-        bn.running_var.lerp_(var * (out.shape[0] / max(out.shape[0] - 1, 1)), factor)
+        bn.running_var.lerp_(var * (n / max(n - 1, 1)), factor)
     return out
 
 
@@ -167,28 +231,32 @@ class ConvEScorer(nn.Module):
         the same function (and random numbers) as the general path, laid out for a CPU step.
 
         The convolution is one GEMM over 7x7 patches with channels last ([B*H*W, F]: oneDNN's
-        direct kernel for one input channel took 2.2x longer, forward and backward), batch norm runs on
-        the channels-last view, relu and the dropout mask are one op that saves only its output,
-        and the 1 / (1 - p) dropout scale and the channels-last order are folded into the FC weight
-        ([D, F*H*W] -> [D, H*W*F]) instead of being passes over the [B, F, H, W] feature maps."""
+        direct kernel for one input channel took 2.2x longer, forward and backward); batch norm,
+        relu, the dropout mask and the FC run with it as one op (:class:`_ConvFeaturesLinear`, which
+        keeps one [B*H*W, F] tensor for backward), and the 1 / (1 - p) dropout scale and the
+        channels-last order are folded into the FC weight ([D, F*H*W] -> [D, H*W*F]) instead of
+        being passes over the [B, F, H, W] feature maps. Across data-parallel processes batch norm
+        needs gathered statistics, so that case runs the same steps as separate ops."""
         ks = self.conv.kernel_size[0]
         rows, filters = x.shape[0], self.conv.out_channels
         height, width = 2 * self.k_h - ks + 1, self.k_w - ks + 1
         patches = x.view(rows, 2 * self.k_h, self.k_w).unfold(1, ks, 1).unfold(2, ks, 1)  # [B, H, W, ks, ks] view
         cols = patches.reshape(rows * height * width, ks * ks)  # [B*H*W, ks*ks]
         start, total = (0, rows) if shard is None else (shard.start, shard.total)
-        drop = self.feature_drop.rows_drop_mask(torch.Size((rows, filters, height, width)), start, total, x.device)  # [B, F, H, W] or None
-        drop = None if drop is None else drop.permute(0, 2, 3, 1)  # [B, H, W, F] view
+        size = torch.Size((rows, filters, height, width))
         if shard is None or not dist.is_initialized():
-            y = _conv_batch_norm_relu_drop(self.conv, self.bn1, cols, drop, rows)  # [B*H*W, F]
-        else:  # whole-batch statistics across processes: the general batch norm on the channels-last view
-            y = torch.addmm(self.conv.bias, cols, self.conv.weight.view(filters, ks * ks).t())  # [B*H*W, F]
-            y = shard_batch_norm(self.bn1, y.view(rows, height, width, filters).permute(0, 3, 1, 2), shard)  # [B, F, H, W]
-            y = relu_drop(y.permute(0, 2, 3, 1), drop)  # [B, H, W, F]
-        y = y.reshape(rows, height * width * filters)  # [B, H*W*F], a view
+            keep = self.feature_drop.rows_keep_mask_permuted(size, start, total, x.device, (0, 2, 3, 1))  # [B, H, W, F] or None
+            scale = self.feature_drop.scale if keep is not None else 1.0
+            return _conv_features_linear(self.conv, self.bn1, self.fc, cols, keep, scale, rows)  # [B, D]
+        # whole-batch statistics across processes: the general batch norm on the channels-last view
+        drop = self.feature_drop.rows_drop_mask(size, start, total, x.device)  # [B, F, H, W] or None
+        drop = None if drop is None else drop.permute(0, 2, 3, 1)  # [B, H, W, F] view
         scale = self.feature_drop.scale if drop is not None else 1.0
         weight = (self.fc.weight * scale).view(self.dim, filters, height, width).permute(0, 2, 3, 1).reshape(self.dim, -1)  # [D, H*W*F]
-        return F.linear(y, weight, self.fc.bias)
+        y = torch.addmm(self.conv.bias, cols, self.conv.weight.view(filters, ks * ks).t())  # [B*H*W, F]
+        y = shard_batch_norm(self.bn1, y.view(rows, height, width, filters).permute(0, 3, 1, 2), shard)  # [B, F, H, W]
+        y = relu_drop(y.permute(0, 2, 3, 1), drop)  # [B, H, W, F]
+        return F.linear(y.reshape(rows, height * width * filters), weight, self.fc.bias)
 
     def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor, shard: BatchShard | None = None) -> Tensor:
         """Logits [B, M] of queries (ent [B, D], rel [B, D]) against candidates [M, D]."""

@@ -48,6 +48,48 @@ class _ReluDrop(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad, out, 0.0), None
 
 
+def keep_mask_permuted(shape: torch.Size, p: float, device: torch.device, dims: tuple[int, ...]) -> Tensor:
+    """``keep_mask(shape, p, device).permute(dims)`` laid out contiguously, from the same random numbers
+    (one strided pass over them instead of a mask pass and a copy)."""
+    halves = _uniform_halves(shape, device).permute(dims)
+    keep = torch.empty(halves.shape, dtype=torch.bool, device=device)
+    return torch.ge(halves, round(p * _LEVELS) - _LEVELS // 2, out=keep)
+
+
+class _DropScale(torch.autograd.Function):
+    """x zeroed where ``drop``, times ``scale``, into one new tensor; saves only the mask (the
+    autograd version of ``x.masked_fill(drop, 0) * scale`` allocates twice forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, drop: Tensor, scale: float) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return x.masked_fill(drop, 0.0).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        (drop,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None, None
+
+
+class _ReluDropScale(torch.autograd.Function):
+    """relu(z) zeroed where ``drop``, times ``scale``; saves only its output (positive exactly where
+    the gradient passes: relu's output and the mask are not kept, and no intermediate is made)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, drop: Tensor, scale: float) -> Tensor:  # noqa: ANN001
+        out = z.clamp_min(0.0).masked_fill_(drop, 0.0).mul_(scale)
+        ctx.save_for_backward(out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        (out,) = ctx.saved_tensors
+        scaled = grad.mul(ctx.scale)
+        return torch.ops.aten.threshold_backward.grad_input(scaled, out, 0.0, grad_input=scaled), None, None
+
+
 def relu_drop(z: Tensor, drop: Tensor | None) -> Tensor:
     """relu(z) zeroed where ``drop`` (same shape; None: no dropout), without the 1 / (1 - p) scale
     (the caller folds it into the next linear map): one tensor saved instead of three."""
@@ -62,13 +104,20 @@ class Dropout(nn.Dropout):
             return F.dropout(x, self.p, self.training, self.inplace)
         return self.rows_of_batch(x, 0, x.shape[0])
 
+    def relu(self, x: Tensor) -> Tensor:
+        """``self(relu(x))``, on CPU in training as one op that keeps only its output for backward
+        (same mask, same values and gradients as the two modules in a row)."""
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return self(F.relu(x))
+        return _ReluDropScale.apply(x, drop_mask(x.shape, self.rounded_p, x.device), self.scale)
+
     def rows_of_batch(self, x: Tensor, start: int, total: int) -> Tensor:
         """Dropout of x [rows, ...], rows [start, start + rows) of a batch of ``total``: the mask is
         drawn for the whole batch (on every device, so data-parallel processes draw alike) and sliced."""
         if not self.training or self.p == 0.0:
             return x
-        keep = keep_mask(torch.Size((total, *x.shape[1:])), self.rounded_p, x.device)[start : start + x.shape[0]]
-        return x.masked_fill(~keep, 0.0) * self.scale
+        drop = drop_mask(torch.Size((total, *x.shape[1:])), self.rounded_p, x.device)[start : start + x.shape[0]]
+        return _DropScale.apply(x, drop, self.scale)
 
     @property
     def rounded_p(self) -> float:
@@ -79,6 +128,17 @@ class Dropout(nn.Dropout):
     def scale(self) -> float:
         """1 / (1 - rounded p): the factor on kept elements in training."""
         return 1.0 / (1.0 - self.rounded_p)
+
+    def rows_keep_mask_permuted(self, shape: torch.Size, start: int, total: int, device: torch.device, dims: tuple[int, ...]) -> Tensor | None:
+        """Keep mask (True: kept) of rows [start, start + shape[0]) of a batch of ``total``, drawn as
+        :meth:`rows_of_batch` draws it (same random numbers), permuted by ``dims`` (which must keep
+        the rows first) and contiguous; None when not training or p == 0."""
+        if not self.training or self.p == 0.0:
+            return None
+        if dims[0] != 0:
+            raise ValueError(f"dims must keep the batch rows first, got {dims}")
+        keep = keep_mask_permuted(torch.Size((total, *shape[1:])), self.rounded_p, device, dims)
+        return keep if shape[0] == total else keep[start : start + shape[0]]
 
     def rows_drop_mask(self, shape: torch.Size, start: int, total: int, device: torch.device) -> Tensor | None:
         """Drop mask (True: zeroed) of rows [start, start + shape[0]) of a batch of ``total``, drawn as

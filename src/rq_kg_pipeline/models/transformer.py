@@ -10,7 +10,6 @@ matmul/softmax attention, identical whatever the grad mode (dropout aside, which
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rq_kg_pipeline.models.dropout import Dropout
@@ -44,7 +43,7 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm1(x + self.drop1(self._attention(x)))
-        return self.norm2(x + self.drop2(self.ff2(self.drop_ff(F.relu(self.ff1(x))))))
+        return self.norm2(x + self.drop2(self.ff2(self.drop_ff.relu(self.ff1(x)))))  # drop_ff(relu(.)) fused
 
 
 class SequenceEncoder(nn.Module):

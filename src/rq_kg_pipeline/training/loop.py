@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -45,6 +44,7 @@ from rq_kg_pipeline.training.checkpoint import (
 from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.cuda_graph import GraphedStep
 from rq_kg_pipeline.training.distributed import DataParallel, wrap_ddp
+from rq_kg_pipeline.training.losses import bce_with_logits_mean
 from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def train_step(
     with autocast():
         out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index, shard, batch.valid_heads)
         predicted = core.semantic_projection(out.decoded) if use_text else None  # [U, E]
-    structure = F.binary_cross_entropy_with_logits(out.logits.float(), batch.labels)
+    structure = bce_with_logits_mean(out.logits.float(), batch.labels)
     if shard is not None:
         structure = structure * (rows / batch.total)  # this process's share of the batch mean
     quant = out.quant.loss.float()
