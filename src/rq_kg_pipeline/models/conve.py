@@ -217,8 +217,8 @@ class ConvEScorer(nn.Module):
             raise ValueError(f"ent and rel must both be [B, {self.dim}], got {tuple(ent.shape)} and {tuple(rel.shape)}")
         image = torch.cat([ent.reshape(-1, 1, self.k_h, self.k_w), rel.reshape(-1, 1, self.k_h, self.k_w)], dim=2)  # [B, 1, 2k_h, k_w]
         x = shard_dropout(self.input_drop, shard_batch_norm(self.bn0, image, shard), shard)
-        if self.training and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            x = self._cpu_training_features(x, shard)  # [B, D]
+        if self.training and (x.device.type == "cuda" or (x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))):
+            x = self._training_features(x, shard)  # [B, D]
         else:
             x = F.relu(shard_batch_norm(self.bn1, self.conv(x), shard))  # [B, F, 2k_h-ks+1, k_w-ks+1]
             x = shard_dropout(self.feature_drop, x, shard)
@@ -226,17 +226,19 @@ class ConvEScorer(nn.Module):
         x = shard_dropout(self.hidden_drop, x, shard)
         return F.relu(shard_batch_norm(self.bn2, x, shard))
 
-    def _cpu_training_features(self, x: Tensor, shard: BatchShard | None) -> Tensor:
+    def _training_features(self, x: Tensor, shard: BatchShard | None) -> Tensor:
         """conv -> bn1 -> relu -> feature dropout -> fc of the input image x [B, 1, 2k_h, k_w] -> [B, D],
-        the same function (and random numbers) as the general path, laid out for a CPU step.
+        the same function as the general path (on CPU with the same random numbers), laid out for a
+        training step.
 
         The convolution is one GEMM over 7x7 patches with channels last ([B*H*W, F]: oneDNN's
-        direct kernel for one input channel took 2.2x longer, forward and backward); batch norm,
+        direct kernel for one input channel took 2.2x longer on CPU, forward and backward, and
+        cuDNN's made ConvE 2x slower on an H100, 3.4 against 1.7 ms); on CPU batch norm,
         relu, the dropout mask and the FC run with it as one op (:class:`_ConvFeaturesLinear`, which
         keeps one [B*H*W, F] tensor for backward), and the 1 / (1 - p) dropout scale and the
         channels-last order are folded into the FC weight ([D, F*H*W] -> [D, H*W*F]) instead of
-        being passes over the [B, F, H, W] feature maps. Across data-parallel processes batch norm
-        needs gathered statistics, so that case runs the same steps as separate ops."""
+        being passes over the [B, F, H, W] feature maps. On CUDA, and across data-parallel processes
+        (batch norm needs gathered statistics), the same steps run as separate ops."""
         ks = self.conv.kernel_size[0]
         rows, filters = x.shape[0], self.conv.out_channels
         height, width = 2 * self.k_h - ks + 1, self.k_w - ks + 1
@@ -244,11 +246,11 @@ class ConvEScorer(nn.Module):
         cols = patches.reshape(rows * height * width, ks * ks)  # [B*H*W, ks*ks]
         start, total = (0, rows) if shard is None else (shard.start, shard.total)
         size = torch.Size((rows, filters, height, width))
-        if shard is None or not dist.is_initialized():
+        if x.device.type == "cpu" and (shard is None or not dist.is_initialized()):
             keep = self.feature_drop.rows_keep_mask_permuted(size, start, total, x.device, (0, 2, 3, 1))  # [B, H, W, F] or None
             scale = self.feature_drop.scale if keep is not None else 1.0
             return _conv_features_linear(self.conv, self.bn1, self.fc, cols, keep, scale, rows)  # [B, D]
-        # whole-batch statistics across processes: the general batch norm on the channels-last view
+        # CUDA, or whole-batch statistics across processes: the general batch norm on the channels-last view
         drop = self.feature_drop.rows_drop_mask(size, start, total, x.device)  # [B, F, H, W] or None
         drop = None if drop is None else drop.permute(0, 2, 3, 1)  # [B, H, W, F] view
         scale = self.feature_drop.scale if drop is not None else 1.0

@@ -1,5 +1,5 @@
-"""ConvE's CPU training path (channels-last GEMM conv, fused batch norm + relu + dropout) against
-the module-by-module definition: same random numbers, same values and gradients up to rounding."""
+"""ConvE's training path (channels-last GEMM conv; on CPU fused batch norm + relu + dropout + fc) against
+the module-by-module definition: same random numbers (CPU), same values and gradients up to rounding."""
 
 import pytest
 import torch
@@ -17,18 +17,27 @@ def _reference_logits(scorer: ConvEScorer, ent: torch.Tensor, rel: torch.Tensor,
     return F.relu(scorer.bn2(x)) @ cands.t()
 
 
-@pytest.mark.parametrize("drops", [(0.2, 0.3, 0.3), (0.0, 0.0, 0.0)])
-def test_cpu_training_step_matches_the_module_by_module_definition(drops: tuple[float, float, float]) -> None:
+@pytest.mark.parametrize(
+    ("drops", "device"),
+    [
+        ((0.2, 0.3, 0.3), "cpu"),
+        ((0.0, 0.0, 0.0), "cpu"),
+        # CUDA's reference dropout is PyTorch's own (other random numbers): compared without dropout
+        pytest.param((0.0, 0.0, 0.0), "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_training_step_matches_the_module_by_module_definition(drops: tuple[float, float, float], device: str, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the reference conv in float32 on CUDA too
     torch.manual_seed(0)
     b, m, dim = 37, 50, 32  # 37 images: the last chunk of the fused sweeps is partial
-    scorers = [ConvEScorer(dim, 4, 8, num_filters=6, kernel_size=3).train() for _ in range(2)]
+    scorers = [ConvEScorer(dim, 4, 8, num_filters=6, kernel_size=3).train().to(device) for _ in range(2)]
     scorers[1].load_state_dict(scorers[0].state_dict())
     for s in scorers:
         s.input_drop.p, s.feature_drop.p, s.hidden_drop.p = drops
         with torch.no_grad():
             s.conv.bias.add_(3.0)  # a conv bias far from zero: batch norm must centre before squaring
-    data = [torch.randn(b, dim), torch.randn(b, dim), torch.randn(m, dim)]
-    labels = torch.rand(b, m)
+    data = [torch.randn(b, dim, device=device), torch.randn(b, dim, device=device), torch.randn(m, dim, device=device)]
+    labels = torch.rand(b, m, device=device)
     results = []
     for scorer, fn in zip(scorers, (lambda s, *x: s(*x), _reference_logits)):
         inputs = [t.clone().requires_grad_() for t in data]
