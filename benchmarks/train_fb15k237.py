@@ -2,8 +2,9 @@
 
 Plain library use (no Kedro), so it runs wherever torch and pandas are: a GPU machine
 included. Settings come from conf/fb15k237/parameters_training.yml (one source of truth).
-Training advances in chunks of ``--eval-every`` epochs through the loop's own
-checkpoint/resume, and stops at ``--epochs`` or once ``--minutes`` have passed.
+Training advances in chunks of ``--chunk-epochs`` (a multiple of ``--eval-every``) through the
+loop's own checkpoint/resume, and stops at ``--epochs`` or once ``--minutes`` have passed; a
+rerun of the same command resumes. Every validation is printed.
 
     python benchmarks/train_fb15k237.py --data ../shared/data/FB15k-237 --out /tmp/fb --minutes 7
     torchrun --standalone --nproc_per_node=2 benchmarks/train_fb15k237.py ...   # data-parallel, one GPU each
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's (800)")
     parser.add_argument("--eval-every", type=int, default=None, help="default: the config's")
     parser.add_argument("--minutes", type=float, default=1e9, help="stop after the chunk that passes this")
+    parser.add_argument("--chunk-epochs", type=int, default=100,
+                        help="epochs per fit call, rounded up to a multiple of --eval-every (each call resumes, re-records, re-warms)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="global batch (all processes together); default: the config's")
     parser.add_argument("--seed", type=int, default=None, help="default: the config's")
@@ -161,14 +164,17 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters", flush=True)
     start = time.perf_counter()
     result = None
-    for target in range(config.eval_every, config.epochs + config.eval_every, config.eval_every):
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        if "valid_mrr" in metrics:
+            say(f"  epoch {epoch}: loss {metrics['loss']:.4f} valid_mrr {metrics['valid_mrr']:.4f} "
+                f"epoch {metrics['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+
+    step = -(-max(args.chunk_epochs, 1) // config.eval_every) * config.eval_every
+    for target in range(step, config.epochs + step, step):
         chunk = replace(config, epochs=min(target, config.epochs))
         result = fit(model, graph, ids["train"], ids["valid"], filter_index, chunk,
                      checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config,
-                     text=text)
-        last = result.history[-1]
-        say(f"epoch {result.last_epoch}: loss {last['loss']:.4f} valid_mrr {last.get('valid_mrr', float('nan')):.4f} "
-              f"epoch {last['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+                     text=text, on_epoch_end=report)
         over_time = time.perf_counter() - start > args.minutes * 60
         if parallel is not None:  # every process stops after the same chunk: rank 0's clock decides
             over_time = parallel.flag_from_main(over_time, torch.device("cuda", parallel.local_rank) if device.type == "cuda" else device)
@@ -202,6 +208,7 @@ def main() -> None:
         "median_epoch_seconds": float(history["epoch_seconds"].median()),
         "median_eval_seconds": float(history["eval_seconds"].dropna().median()),
         "train_seconds": result.train_seconds,
+        "validation_seconds": float(sum(h.get("eval_seconds", 0.0) for h in result.history)),
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
         "semantic_weight": config.semantic_weight,
         "codes_only_test_mrr": metrics["codes_only/test/mrr"],
