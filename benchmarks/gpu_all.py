@@ -1,5 +1,6 @@
-"""Every GPU benchmark in one go (GPU time is scarce): training step, validation pass and
-extraction, the quantizer against ResidualVQ, and optionally a timed FB15k-237 training run.
+"""Every GPU benchmark in one go (GPU time is scarce): training step (the recipe's CUDA graph and
+compilation, then plain eager launches), its device time by stage, validation pass and extraction,
+the quantizer against ResidualVQ, and optionally a timed FB15k-237 training run.
 
     python benchmarks/gpu_all.py --data ../shared/data/FB15k-237 --out /tmp/gpu [--train-minutes 8]
 
@@ -27,7 +28,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = ["--data", str(args.data)]
     runs = [
-        ["bench_train_step.py", *data, "--device", "cuda", "--steps", "100", "--warmup", "10"],
+        ["bench_train_step.py", *data, "--device", "cuda", "--steps", "200", "--warmup", "10"],
+        ["bench_train_step.py", *data, "--device", "cuda", "--steps", "200", "--warmup", "10", "--no-cuda-graphs", "--no-compile"],
+        ["bench_step_stages.py", *data, "--compile"],
         ["bench_eval.py", *data, "--device", "cuda", "--repeats", "5"],
         ["bench_quantizer.py", "--device", "cuda"],
     ]
