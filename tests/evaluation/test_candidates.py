@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rq_kg_pipeline.evaluation import candidates
 from rq_kg_pipeline.evaluation.candidates import QuerySet, top_k_candidates, top_k_lowest_id
 from rq_kg_pipeline.evaluation.ranking import FilterIndex, both_direction_queries, top_k_filtered
 
@@ -77,3 +78,22 @@ def test_invalid_arguments_raise(umls) -> None:  # noqa: ANN001
         top_k_candidates(score_fn, {"t": QuerySet(ent, rel + 2 * umls.num_relations, target, index)}, k=3)
     with pytest.raises(ValueError, match="batch_size"):
         top_k_candidates(score_fn, {"t": QuerySet(ent, rel, target, index)}, k=3, batch_size=0)
+
+
+def test_score_blocks_capped_by_bytes(umls, monkeypatch) -> None:  # noqa: ANN001
+    # BLOCK_BYTES of 40 rows of scores: score_fn never sees more, candidates unchanged
+    table = _score_table(umls, 2)
+    calls: list[int] = []
+
+    def score_fn(ent: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        calls.append(ent.numel())
+        return _table_score_fn(table)(ent, rel)
+
+    index = FilterIndex.build([umls.train, umls.valid, umls.test], umls.num_entities, umls.num_relations)
+    ent, rel, target = both_direction_queries(umls.valid, umls.num_relations)
+    expected = top_k_filtered(score_fn, ent, rel, index, k=10, keep=target, batch_size=97)
+    calls.clear()
+    monkeypatch.setattr(candidates, "BLOCK_BYTES", 40 * 4 * umls.num_entities)
+    got = top_k_candidates(score_fn, {"v": QuerySet(ent, rel, target, index)}, k=10, batch_size=1024)["v"]
+    assert torch.equal(got, expected)
+    assert max(calls) == 40 and sum(calls) == torch.unique(ent * 2 * umls.num_relations + rel).numel()
