@@ -9,7 +9,8 @@ next batch copied into the recorded input tensors. A graph needs fixed shapes an
   padding counts in nothing, see :meth:`RQGCN.forward`), so every full batch has one shape;
 - the first steps run eagerly on a side stream (PyTorch's recipe for capture: lazy
   initialisation, cuDNN's autotuning and the quantizer's k-means initialisation happen there);
-- a batch of another shape (an epoch's last) runs eagerly, without its padding.
+- a batch of another shape (an epoch's last) runs eagerly, without its padding, and without
+  ``torch.compile`` (each new shape would be a recompilation, ~10 s, and after 8 Dynamo gives up).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class GraphedStep:
     def __call__(self, batch: QueryBatch) -> tuple[Tensor, ...]:
         if not self._fits(batch):
             self.eager_steps += 1
-            return self._step(unpadded(batch))
+            with torch.compiler.set_stance("force_eager"):  # compiled modules would recompile for its shape
+                return self._step(unpadded(batch))
         if self._warmup_left > 0:
             self._warmup_left -= 1
             self.eager_steps += 1
