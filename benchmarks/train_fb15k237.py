@@ -39,6 +39,7 @@ from rq_kg_pipeline.models.persistence import model_artifact
 from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.semantics.alignment import neighbour_agreement
 from rq_kg_pipeline.semantics.loss import TextTargets
+from rq_kg_pipeline.training.checkpoint import epoch_checkpoints
 from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.distributed import init_from_env
 from rq_kg_pipeline.training.loop import fit
@@ -164,16 +165,19 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters", flush=True)
     start = time.perf_counter()
     result = None
+
     def report(epoch: int, metrics: dict[str, float]) -> None:
         if "valid_mrr" in metrics:
             say(f"  epoch {epoch}: loss {metrics['loss']:.4f} valid_mrr {metrics['valid_mrr']:.4f} "
                 f"epoch {metrics['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
 
     step = -(-max(args.chunk_epochs, 1) // config.eval_every) * config.eval_every
-    for target in range(step, config.epochs + step, step):
+    checkpoints = args.checkpoints or args.out / "checkpoints"
+    done = max((epoch for epoch, _ in epoch_checkpoints(checkpoints)), default=0)  # a rerun resumes there
+    for target in range(min(step * (done // step + 1), config.epochs), config.epochs + step, step):
         chunk = replace(config, epochs=min(target, config.epochs))
         result = fit(model, graph, ids["train"], ids["valid"], filter_index, chunk,
-                     checkpoint_dir=args.checkpoints or args.out / "checkpoints", progress=False, model_config=model_config,
+                     checkpoint_dir=checkpoints, progress=False, model_config=model_config,
                      text=text, on_epoch_end=report)
         over_time = time.perf_counter() - start > args.minutes * 60
         if parallel is not None:  # every process stops after the same chunk: rank 0's clock decides
