@@ -8,10 +8,10 @@ therefore tables over entities [M, D] and relations [2R, D], and each query only
 ks-1 mixed rows: on FB15k-237's recipe (k_h 10, ks 7) 6 of 14 rows. Same function as
 ``ConvEScorer.forward`` up to float rounding (sums in another order); for ranking many queries,
 never in training. On FB15k-237's 162k distinct queries: ~45 s of CPU instead of ~85 s (then
-~28 s with the GEMM below and candidates' cache-sized score blocks, 14 s on 2 cores).
+31 s of CPU, 15.6 s on 2 cores, with the GEMM below and candidates' cache-sized score blocks).
 
 The convolutions run as one GEMM over ks x ks patches with channels last ([B*H*W, F]; oneDNN's
-direct kernel for one input channel took ~3x longer on CPU) and the fc columns are reordered
+direct kernel for one input channel is the slower route on CPU) and the fc columns are reordered
 to match, over blocks of ``BLOCK_ROWS`` queries so the [B, H*W*F] feature maps stay in cache.
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn, model_device
 from rq_kg_pipeline.evaluation.ranking import ScoreFn
 from rq_kg_pipeline.kg.graph import KGGraph
-from rq_kg_pipeline.models.conve import ConvEScorer
+from rq_kg_pipeline.models.conve import ConvEScorer, patch_columns
 from rq_kg_pipeline.models.rqgcn import RQGCN
 
 BLOCK_ROWS = 128  # queries whose feature maps ([128, 6*14*200] floats on FB15k-237, 8.6 MB) are built at once
@@ -59,10 +59,7 @@ def _fc_columns(scorer: ConvEScorer, rows: slice) -> torch.Tensor:
 def _conv_relu(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ks: int) -> torch.Tensor:
     """relu(conv(images [B, H, W]) + bias) as [B, (H-ks+1) * (W-ks+1) * F], channels last, by one
     GEMM of the ks x ks patches [B*H_out*W_out, ks*ks] with weight [ks*ks, F]."""
-    rows = images.shape[0]
-    patches = images.unfold(1, ks, 1).unfold(2, ks, 1)  # [B, H_out, W_out, ks, ks] view
-    cols = patches.reshape(-1, ks * ks)  # [B*H_out*W_out, ks*ks]
-    return torch.addmm(bias, cols, weight).relu_().view(rows, -1)
+    return torch.addmm(bias, patch_columns(images, ks), weight).relu_().view(images.shape[0], -1)
 
 
 def _blocked(fn: Callable[[int, int], torch.Tensor], rows: int, width: int) -> torch.Tensor:

@@ -32,6 +32,12 @@ def default_conve_shape(dim: int) -> tuple[int, int]:
     return k_h, dim // k_h
 
 
+def patch_columns(images: Tensor, ks: int) -> Tensor:
+    """The ks x ks patches of images [B, H, W] as rows [B*(H-ks+1)*(W-ks+1), ks*ks], channels-last
+    order: a one-input-channel convolution is then one GEMM with its weight [F, ks*ks]."""
+    return images.unfold(1, ks, 1).unfold(2, ks, 1).reshape(-1, ks * ks)  # from a [B, H_out, W_out, ks, ks] view
+
+
 # Images per chunk in the sweeps of _ConvFeaturesLinear: 8 x 196 positions x 200 filters is
 # ~1.2 MB, so each chunk's several element-wise passes run in cache rather than in memory.
 _CHUNK_IMAGES = 8
@@ -242,8 +248,7 @@ class ConvEScorer(nn.Module):
         ks = self.conv.kernel_size[0]
         rows, filters = x.shape[0], self.conv.out_channels
         height, width = 2 * self.k_h - ks + 1, self.k_w - ks + 1
-        patches = x.view(rows, 2 * self.k_h, self.k_w).unfold(1, ks, 1).unfold(2, ks, 1)  # [B, H, W, ks, ks] view
-        cols = patches.reshape(rows * height * width, ks * ks)  # [B*H*W, ks*ks]
+        cols = patch_columns(x.view(rows, 2 * self.k_h, self.k_w), ks)  # [B*H*W, ks*ks]
         start, total = (0, rows) if shard is None else (shard.start, shard.total)
         size = torch.Size((rows, filters, height, width))
         if x.device.type == "cpu" and (shard is None or not dist.is_initialized()):

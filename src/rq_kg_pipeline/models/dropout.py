@@ -32,22 +32,6 @@ def drop_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     return _uniform_halves(shape, device) < round(p * _LEVELS) - _LEVELS // 2
 
 
-class _ReluDrop(torch.autograd.Function):
-    """relu(z) with the elements of ``drop`` zeroed, unscaled; saves only its output, whose
-    positive entries are exactly where the gradient passes."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, drop: Tensor) -> Tensor:  # noqa: ANN001
-        out = z.clamp_min(0.0).masked_fill_(drop, 0.0)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
-        (out,) = ctx.saved_tensors
-        return torch.ops.aten.threshold_backward(grad, out, 0.0), None
-
-
 def keep_mask_permuted(shape: torch.Size, p: float, device: torch.device, dims: tuple[int, ...]) -> Tensor:
     """``keep_mask(shape, p, device).permute(dims)`` laid out contiguously, from the same random numbers
     (one strided pass over them instead of a mask pass and a copy)."""
@@ -73,12 +57,14 @@ class _DropScale(torch.autograd.Function):
 
 
 class _ReluDropScale(torch.autograd.Function):
-    """relu(z) zeroed where ``drop``, times ``scale``; saves only its output (positive exactly where
-    the gradient passes: relu's output and the mask are not kept, and no intermediate is made)."""
+    """relu(z) zeroed where ``drop``, times ``scale`` (1: no pass); saves only its output (positive
+    exactly where the gradient passes: relu's output and the mask are not kept, no intermediate is made)."""
 
     @staticmethod
     def forward(ctx, z: Tensor, drop: Tensor, scale: float) -> Tensor:  # noqa: ANN001
-        out = z.clamp_min(0.0).masked_fill_(drop, 0.0).mul_(scale)
+        out = z.clamp_min(0.0).masked_fill_(drop, 0.0)
+        if scale != 1.0:
+            out.mul_(scale)
         ctx.save_for_backward(out)
         ctx.scale = scale
         return out
@@ -86,6 +72,8 @@ class _ReluDropScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
         (out,) = ctx.saved_tensors
+        if ctx.scale == 1.0:
+            return torch.ops.aten.threshold_backward(grad, out, 0.0), None, None
         scaled = grad.mul(ctx.scale)
         return torch.ops.aten.threshold_backward.grad_input(scaled, out, 0.0, grad_input=scaled), None, None
 
@@ -93,7 +81,7 @@ class _ReluDropScale(torch.autograd.Function):
 def relu_drop(z: Tensor, drop: Tensor | None) -> Tensor:
     """relu(z) zeroed where ``drop`` (same shape; None: no dropout), without the 1 / (1 - p) scale
     (the caller folds it into the next linear map): one tensor saved instead of three."""
-    return torch.relu(z) if drop is None else _ReluDrop.apply(z, drop)
+    return torch.relu(z) if drop is None else _ReluDropScale.apply(z, drop, 1.0)
 
 
 class Dropout(nn.Dropout):
