@@ -114,7 +114,7 @@ def top_k_candidates(
 
     ``score_fn(entities [B], relations [B]) -> [B, M]`` as in evaluation; at most ``batch_size``
     distinct queries are scored at once, and fewer where their scores would exceed ``BLOCK_BYTES``
-    (fresh [2048, M] blocks of 119 MB on FB15k-237 doubled the time of the scores' GEMM in page faults).
+    (fresh [2048, M] blocks of 119 MB on FB15k-237 are faulted into memory page by page each time).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
