@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import DEFAULT_DATA, describe_device, load_benchmark, print_table, recipe, time_calls
+from common import DEFAULT_DATA, add_triton_flag, apply_triton_flag, describe_device, load_benchmark, print_table, recipe, time_calls
 
 from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.training.loop import compiled_for_training, cudnn_autotune, padded_heads
@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--compile", action="store_true", help="ConvE and the sequence encoder compiled, as torch_compile trains")
+    add_triton_flag(parser)
     args = parser.parse_args()
+    apply_triton_flag(args.triton)
     device = torch.device("cuda")
     bench = load_benchmark(args.data)
     model_config, config = recipe()

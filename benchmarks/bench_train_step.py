@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from common import DEFAULT_DATA, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
+from common import DEFAULT_DATA, add_triton_flag, apply_triton_flag, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
 
 from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.training.loop import compiled_for_training, cudnn_autotune, graphed_train_step, padded_heads, train_step
@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile ConvE and the sequence encoder (default: the recipe's torch_compile, CUDA only)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="default: the recipe's (CUDA only)")
+    add_triton_flag(parser)
     args = parser.parse_args()
+    apply_triton_flag(args.triton)
 
     device = torch.device(args.device)
     bench = load_benchmark(args.data)
@@ -87,7 +89,7 @@ def main() -> None:
                     step()
                 sync(device)
             sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-            print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+            print(prof.key_averages().table(sort_by=sort, row_limit=45, max_name_column_width=70))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Plain library use (no Kedro) so the scripts run wherever torch, pandas and yaml 
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import sys
@@ -18,6 +19,7 @@ import torch
 import yaml
 
 from rq_kg_pipeline.evaluation.ranking import FilterIndex
+from rq_kg_pipeline.models import triton_support
 from rq_kg_pipeline.kg.graph import KGGraph, build_graph
 from rq_kg_pipeline.kg.indexing import SPLITS, index_kg
 from rq_kg_pipeline.kg.tsv import read_triples
@@ -49,6 +51,19 @@ def recipe(env: str = "fb15k237") -> tuple[dict[str, Any], TrainConfig]:
     params = yaml.safe_load((ROOT / "conf" / env / "parameters_training.yml").read_text())["training"]
     model_config = {**params["model"], "conve_dropout": tuple(params["model"]["conve_dropout"])}
     return model_config, TrainConfig(**params["fit"])
+
+
+def add_triton_flag(parser: Any) -> None:
+    """``--no-triton``: the routes without Triton kernels on CUDA, to compare with them."""
+    parser.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
+                        help="Triton kernels on CUDA for CompGCN's mult aggregation and the code search "
+                             "(--no-triton: cuSPARSE products, addmm + min)")
+
+
+def apply_triton_flag(enabled: bool) -> None:
+    """Models built afterwards take the routes without Triton when ``enabled`` is false."""
+    if not enabled:
+        triton_support.available = lambda: False
 
 
 def peak_rss_gib() -> float:

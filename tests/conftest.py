@@ -12,6 +12,10 @@ import torch
 os.environ.setdefault("DGLBACKEND", "pytorch")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Without a GPU, Triton kernels run only in Triton's CPU interpreter, and Triton fixes the mode when
+# a kernel is defined: set it before anything defines one (the kernel tests then use CPU tensors).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from rq_kg_pipeline.kg.graph import KGGraph, build_graph  # noqa: E402
 from rq_kg_pipeline.kg.indexing import SPLITS, index_kg  # noqa: E402
