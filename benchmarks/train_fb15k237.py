@@ -166,7 +166,10 @@ def main() -> None:
     start = time.perf_counter()
     result = None
 
+    checkpoint_seconds: list[float] = []
+
     def report(epoch: int, metrics: dict[str, float]) -> None:
+        checkpoint_seconds.append(metrics.get("checkpoint_seconds", 0.0))
         if "valid_mrr" in metrics:
             say(f"  epoch {epoch}: loss {metrics['loss']:.4f} valid_mrr {metrics['valid_mrr']:.4f} "
                 f"epoch {metrics['epoch_seconds']:.2f} s, elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
@@ -184,6 +187,7 @@ def main() -> None:
             over_time = parallel.flag_from_main(over_time, torch.device("cuda", parallel.local_rank) if device.type == "cuda" else device)
         if result.stopped_early or over_time or result.last_epoch >= config.epochs:
             break
+    fit_wall_seconds = time.perf_counter() - start  # this process's fit calls, compilation and checkpoints included
     if not main:
         torch.distributed.destroy_process_group()
         return
@@ -213,6 +217,8 @@ def main() -> None:
         "median_eval_seconds": float(history["eval_seconds"].dropna().median()),
         "train_seconds": result.train_seconds,
         "validation_seconds": float(sum(h.get("eval_seconds", 0.0) for h in result.history)),
+        "checkpoint_seconds_this_process": sum(checkpoint_seconds),
+        "fit_wall_seconds_this_process": fit_wall_seconds,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
         "semantic_weight": config.semantic_weight,
         "codes_only_test_mrr": metrics["codes_only/test/mrr"],

@@ -34,7 +34,9 @@ from rq_kg_pipeline.models.sharding import BatchShard
 from rq_kg_pipeline.semantics.loss import TextTargets, semantic_loss
 from rq_kg_pipeline.training.checkpoint import (
     BEST_NAME,
+    BackgroundWriter,
     capture_rng_state,
+    cpu_snapshot,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
@@ -461,7 +463,7 @@ def fit(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
     )
     use_compile = config.torch_compile and device.type == "cuda" and parallel is None
-    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
+    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar, BackgroundWriter() as writer:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
@@ -515,6 +517,7 @@ def fit(
             state.train_seconds += metrics["epoch_seconds"]
             state.epoch = epoch
 
+            written = 0.0  # seconds training waited for checkpoints after this epoch (written on a thread)
             if (epoch % config.eval_every == 0 or epoch == config.epochs) and main:
                 eval_started = time.perf_counter()
                 with torch.compiler.set_stance("force_eager"):
@@ -523,8 +526,10 @@ def fit(
                 if metrics["valid_mrr"] > state.best_valid_mrr:
                     state.best_valid_mrr, state.best_epoch, state.bad_evals = metrics["valid_mrr"], epoch, 0
                     state.best_state = _cpu_state(model)
-                    if checkpoint_dir is not None:
-                        write_verified(
+                    if checkpoint_dir is not None:  # best_state is a fresh CPU copy that nothing changes
+                        write_started = time.perf_counter()
+                        writer.submit(
+                            write_verified,
                             checkpoint_dir / BEST_NAME,
                             {
                                 "model": state.best_state,
@@ -533,6 +538,7 @@ def fit(
                                 "model_config": dict(model_config) if model_config is not None else {},
                             },
                         )
+                        written += time.perf_counter() - write_started
                 else:
                     state.bad_evals += 1
                     state.stopped_early = config.patience > 0 and state.bad_evals >= config.patience
@@ -542,15 +548,16 @@ def fit(
 
             due = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
             if main and checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
-                save_checkpoint(
-                    checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config, device), epoch
-                )
+                write_started = time.perf_counter()
+                payload = cpu_snapshot(_payload(model, optimizer, generator, state, config, model_config, device))
+                writer.submit(save_checkpoint, checkpoint_dir, payload, epoch)
+                written += time.perf_counter() - write_started
             bar.update(1)
             bar.set_postfix(
                 loss=f"{metrics['loss']:.4f}", best_mrr=f"{state.best_valid_mrr:.4f}" if state.best_epoch else "-"
             )
-            if on_epoch_end is not None and main:
-                on_epoch_end(epoch, metrics)
+            if on_epoch_end is not None and main:  # with the epoch's checkpoint writing time, which history can't hold
+                on_epoch_end(epoch, {**metrics, "checkpoint_seconds": written} if written else metrics)
             if state.stopped_early:
                 if main:
                     log.info(
