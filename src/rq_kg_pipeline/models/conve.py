@@ -255,18 +255,14 @@ class ConvEScorer(nn.Module):
             keep = self.feature_drop.rows_keep_mask_permuted(size, start, total, x.device, (0, 2, 3, 1))  # [B, H, W, F] or None
             scale = self.feature_drop.scale if keep is not None else 1.0
             return _conv_features_linear(self.conv, self.bn1, self.fc, cols, keep, scale, rows)  # [B, D]
-        # CUDA, or whole-batch statistics across processes: the general batch norm on the channels-last view.
-        # One CUDA process uses PyTorch's dropout: compiled, its random numbers are drawn inside the fused
-        # batch-norm kernel (and again in backward) instead of a mask of [B, H, W, F] made by separate kernels.
-        torch_dropout = x.device.type == "cuda" and shard is None
-        drop = None if torch_dropout else self.feature_drop.rows_drop_mask(size, start, total, x.device)  # [B, F, H, W] or None
+        # CUDA, or whole-batch statistics across processes: the general batch norm on the channels-last view
+        drop = self.feature_drop.rows_drop_mask(size, start, total, x.device)  # [B, F, H, W] or None
         drop = None if drop is None else drop.permute(0, 2, 3, 1)  # [B, H, W, F] view
         scale = self.feature_drop.scale if drop is not None else 1.0
         weight = (self.fc.weight * scale).view(self.dim, filters, height, width).permute(0, 2, 3, 1).reshape(self.dim, -1)  # [D, H*W*F]
         y = torch.addmm(self.conv.bias, cols, self.conv.weight.view(filters, ks * ks).t())  # [B*H*W, F]
         y = shard_batch_norm(self.bn1, y.view(rows, height, width, filters).permute(0, 3, 1, 2), shard)  # [B, F, H, W]
-        y = y.permute(0, 2, 3, 1)  # [B, H, W, F]
-        y = F.dropout(F.relu(y), self.feature_drop.p, self.training) if torch_dropout else relu_drop(y, drop)
+        y = relu_drop(y.permute(0, 2, 3, 1), drop)  # [B, H, W, F]
         return F.linear(y.reshape(rows, height * width * filters), weight, self.fc.bias)
 
     def forward(self, ent: Tensor, rel: Tensor, candidates: Tensor, shard: BatchShard | None = None) -> Tensor:
