@@ -17,10 +17,12 @@ the identity.
 
 How it is made fast (1M x 200 latents, Q = 4, K = 1024): the code search runs without
 autograd in row chunks (distances ||e||^2 - 2 r.e by one ``addmm`` into a reused float32
-buffer, then ``min``), so no [N, K] matrix and no per-level [N, D] copy is kept; the losses
-and their gradients come from one custom autograd function, whose backward recomputes the
+buffer, then ``min``; on CUDA with Triton, per level one search kernel that keeps a running best
+two per row and one kernel for the residual, error and counts, then one for the code sums,
+:mod:`rq_kg_pipeline.models.nearest_code`), so no [N, K] matrix and no per-level [N, D] copy is
+kept; the losses and their gradients come from one custom autograd function, whose backward recomputes the
 residuals from z and the indices (the gradient of every level's loss is a multiple of the
-residual it leaves). Usage counts and dead-code revival stay on the device: a training call
+residual it leaves; with Triton, all levels in one kernel). Usage counts and dead-code revival stay on the device: a training call
 makes no host synchronisation once the codebook is initialised.
 """
 
@@ -31,6 +33,11 @@ from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from rq_kg_pipeline.models import triton_support
+from rq_kg_pipeline.models.nearest_code import (
+    fused_code_sums, fused_level_residuals, fused_nearest_code, fused_residual_update, update_programs,
+)
 
 # Largest [rows, K] float32 distance block materialised at once: on CPU 8 MiB (2048 rows at
 # K = 1024: the block is still in cache when ``min`` reads it; measured fastest of 2^19..2^23),
@@ -77,7 +84,7 @@ def chunk_rows(width: int, device: torch.device, max_elements: int | None = None
     return max(1, max_elements // width)
 
 
-def nearest_code(x: Tensor, codes: Tensor, max_elements: int | None = None) -> Tensor:
+def nearest_code(x: Tensor, codes: Tensor, max_elements: int | None = None, fused: bool | None = None) -> Tensor:
     """[N] int64 index of the nearest row of ``codes`` [K, D] for each row of ``x`` [N, D].
 
     Squared Euclidean distance ||x||^2 - 2 x.e + ||e||^2 by matmul, in row chunks of at most
@@ -85,8 +92,9 @@ def nearest_code(x: Tensor, codes: Tensor, max_elements: int | None = None) -> T
     is left out of the search. Ties go to the lowest index, so the result is deterministic.
     Autocast is switched off here: a code is an argmin, and half-precision distances would
     flip codes. (``torch.set_float32_matmul_precision("high")`` would still let CUDA use TF32.)
+    ``fused`` picks the search route as in :func:`residual_search`.
     """
-    return residual_search(x, codes.unsqueeze(0), max_elements=max_elements, with_sum=False).indices[:, 0]
+    return residual_search(x, codes.unsqueeze(0), max_elements=max_elements, with_sum=False, fused=fused).indices[:, 0]
 
 
 @torch.no_grad()
@@ -98,20 +106,28 @@ def residual_search(
     with_sum: bool = True,
     before_level: Callable[[int, Tensor], None] | None = None,
     valid: Tensor | None = None,
+    fused: bool | None = None,
 ) -> SearchResult:
     """Greedy residual quantization of ``x`` [N, D] with ``codebooks`` [Q, K, D], level by level.
 
     Distances, residuals and errors are float32 whatever the input dtype. ``before_level(q,
     residual)`` is called before level q's search with the float32 residual [N, D] of that
-    level (dead-code revival re-seeds codes from it); it may change ``codebooks[q]`` in place.
+    level (dead-code revival re-seeds codes from it); it may change ``codebooks[q]`` in place, not
+    the residual (on the Triton route level 0's is x itself when x is float32).
     ``valid`` [N] bool (None: all) marks the rows that count in ``sq_error`` and ``counts``;
     the others (padding of a fixed-shape batch) are searched but leave no trace.
+    ``fused`` (None: on CUDA when Triton is installed) runs each level as two Triton kernels of
+    :mod:`~rq_kg_pipeline.models.nearest_code` (search; residual, error and counts) and sums the
+    codes in one more, instead of ``addmm`` + ``min`` and row-block updates (``max_elements`` unused).
     """
     if x.ndim != 2 or codebooks.ndim != 3 or x.shape[1] != codebooks.shape[2]:
         raise ValueError(f"x must be [N, D] and codebooks [Q, K, D], got {tuple(x.shape)} and {tuple(codebooks.shape)}")
     n, dim = x.shape
     levels, num_codes, _ = codebooks.shape
     device = x.device
+    if triton_support.use_triton(fused, device, "fused"):
+        with torch.autocast(device_type=device.type, enabled=False):
+            return _kernel_search(x, codebooks, with_sum, before_level, valid)
     rows = min(chunk_rows(num_codes, device, max_elements), max(n, 1))
     block_rows = min(chunk_rows(dim, device, max_elements, update=True), max(n, 1))
     f32 = torch.float32
@@ -156,6 +172,38 @@ def residual_search(
     return SearchResult(indices.t(), summed, sq_error, counts.reshape(levels, num_codes))
 
 
+def _kernel_search(
+    x: Tensor, codebooks: Tensor, with_sum: bool, before_level: Callable[[int, Tensor], None] | None, valid: Tensor | None
+) -> SearchResult:
+    """:func:`residual_search` on the Triton route: per level one search and one update kernel over all
+    rows, then one kernel for the code sums (the codes of level q are not changed after its search).
+
+    Level 0 reads x itself when it is float32 (no copy); the last level's residual is not written;
+    squared errors are per-row-block partial sums added in a fixed order; counts by integer atomics.
+    """
+    n, dim = x.shape
+    levels, num_codes, _ = codebooks.shape
+    device = x.device
+    f32 = torch.float32
+    source = x.to(f32).contiguous()  # [N, D] the residual of level 0 (read only)
+    residual = torch.empty(n, dim, dtype=f32, device=device) if levels > 1 else None  # [N, D] levels >= 1
+    indices = torch.empty(levels, n, dtype=torch.long, device=device)  # [Q, N]: a row per level
+    partials = torch.empty(levels, update_programs(n), dtype=f32, device=device)  # [Q, P] squared-error parts
+    counts = torch.zeros(levels, num_codes, dtype=torch.int32, device=device)  # [Q, K]
+    valid = None if valid is None else valid.to(torch.bool).contiguous()  # [N]
+    for q in range(levels):
+        if before_level is not None:
+            before_level(q, source)
+        codes = codebooks[q].contiguous()  # [K, D] native dtype (the values summed into z_q)
+        codes32 = codes.to(f32)
+        fused_nearest_code(source, codes32, codes32.pow(2).sum(dim=1), out=indices[q])
+        out = residual if q + 1 < levels else None
+        fused_residual_update(source, codes, indices[q], partials[q], out=out, valid=valid, counts=counts[q])
+        source = source if out is None else out
+    summed = fused_code_sums(codebooks.contiguous(), indices) if with_sum else None  # [N, D]
+    return SearchResult(indices.t(), summed, partials.sum(dim=1), counts.long())
+
+
 class _ResidualQuantize(torch.autograd.Function):
     """Straight-through z_q and per-level losses of a finished search, with their gradients.
 
@@ -164,12 +212,15 @@ class _ResidualQuantize(torch.autograd.Function):
     2 beta r_{i+1} / (N D) w.r.t. z (commitment term, through r_i = z - sg[...]); the
     residuals are recomputed in row blocks from z, a copy of the codebooks and the indices.
     With ``valid`` [N] bool, N counts the valid rows only and the others get no gradient.
+    ``fused``: the recomputation runs as one Triton kernel per row block (every level's residual
+    and the z gradient) and one ``index_add_`` for the codebook gradients of all levels.
     """
 
     @staticmethod
-    def forward(ctx, flat: Tensor, codebooks: Tensor, found: SearchResult, beta: float, rows: int, valid: Tensor | None):  # type: ignore[override]
+    def forward(ctx, flat: Tensor, codebooks: Tensor, found: SearchResult, beta: float, rows: int, valid: Tensor | None,  # type: ignore[override]
+                fused: bool = False):
         n, dim = flat.shape
-        ctx.beta, ctx.rows = beta, rows
+        ctx.beta, ctx.rows, ctx.fused = beta, rows, fused
         ctx.set_materialize_grads(False)
         keep = None if valid is None else valid.to(torch.float32)  # [N]
         ctx.save_for_backward(flat, codebooks.detach().clone(), found.indices.t(), keep)  # codes as used; [Q, N]
@@ -184,7 +235,7 @@ class _ResidualQuantize(torch.autograd.Function):
         flat, books, indices, keep = ctx.saved_tensors  # [N, D], [Q, K, D], [Q, N], [N] or None
         need_z, need_books = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_losses is None:
-            return (grad_zq if need_z else None), None, None, None, None, None
+            return (grad_zq if need_z else None), None, None, None, None, None, None
         n, dim = flat.shape
         levels = books.shape[0]
         f32 = torch.float32
@@ -194,6 +245,13 @@ class _ResidualQuantize(torch.autograd.Function):
             scale = grad_losses.to(f32) * 2.0 / (keep.sum() * dim)
         commit = scale * ctx.beta  # [Q]
         books32 = books.to(f32)
+        if ctx.fused:
+            grad_flat, grad_books = _fused_backward(flat, books32, indices, keep, grad_zq, commit, ctx.rows, need_z, need_books)
+            if need_books:
+                grad_books = grad_books.mul_(-scale.view(levels, 1, 1)).to(books.dtype)
+            if need_z:
+                grad_flat = grad_flat.to(flat.dtype)
+            return grad_flat, grad_books, None, None, None, None, None
         grad_books = torch.zeros(books.shape, dtype=f32, device=books.device) if need_books else None
         grad_flat = torch.empty(n, dim, dtype=f32, device=flat.device) if need_z else None
         for start in range(0, n, ctx.rows):
@@ -219,7 +277,37 @@ class _ResidualQuantize(torch.autograd.Function):
             grad_books = grad_books.mul_(-scale.view(levels, 1, 1)).to(books.dtype)
         if need_z:
             grad_flat = grad_flat.to(flat.dtype)
-        return grad_flat, grad_books, None, None, None, None
+        return grad_flat, grad_books, None, None, None, None, None
+
+
+def _fused_backward(flat: Tensor, books32: Tensor, indices: Tensor, keep: Tensor | None, grad_zq: Tensor | None,
+                    commit: Tensor, rows: int, need_z: bool, need_books: bool) -> tuple[Tensor | None, Tensor | None]:
+    """(grad_z [N, D] float32 or None, sum of each code's counted residuals [Q, K, D] float32 or None) of
+    :class:`_ResidualQuantize` by :func:`~rq_kg_pipeline.models.nearest_code.fused_level_residuals`, in
+    blocks of ``rows // Q`` rows (the kernel writes a [Q * block, D] table of residuals)."""
+    n, dim = flat.shape
+    levels, num_codes, _ = books32.shape
+    flat, books32, commit = flat.contiguous(), books32.contiguous(), commit.contiguous()
+    grad_zq = None if grad_zq is None else grad_zq.contiguous()
+    block = max(1, rows // levels)
+    grad_books = torch.zeros(levels * num_codes, dim, dtype=torch.float32, device=flat.device) if need_books else None
+    one_block = 0 < n <= block
+    grad_flat = torch.empty(n, dim, dtype=torch.float32, device=flat.device) if need_z and not one_block else None
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        counted, scatter, grad = fused_level_residuals(
+            flat[start:stop], books32, indices[:, start:stop].contiguous(), commit,
+            keep=None if keep is None else keep[start:stop], grad_zq=None if grad_zq is None else grad_zq[start:stop],
+            need_books=need_books, need_z=need_z,
+        )  # [Q * m, D], [Q * m], [m, D]
+        if need_books:
+            grad_books.index_add_(0, scatter, counted)
+        if need_z:
+            if one_block:  # its gradient is the whole
+                grad_flat = grad
+            else:
+                grad_flat[start:stop].copy_(grad)
+    return grad_flat, None if grad_books is None else grad_books.view(levels, num_codes, dim)
 
 
 def sample_vectors(x: Tensor, count: int) -> Tensor:
@@ -236,14 +324,15 @@ def sample_vectors(x: Tensor, count: int) -> Tensor:
     return picked + scale * torch.randn_like(picked)
 
 
-def kmeans(x: Tensor, num_clusters: int, iters: int) -> Tensor:
+def kmeans(x: Tensor, num_clusters: int, iters: int, fused: bool | None = None) -> Tensor:
     """[K, D] centroids of ``x`` [N, D] by Lloyd's algorithm from :func:`sample_vectors` seeds.
 
-    A cluster that loses all its points keeps its previous centroid.
+    A cluster that loses all its points keeps its previous centroid. ``fused``: the search route
+    of :func:`residual_search`.
     """
     centroids = sample_vectors(x, num_clusters)  # [K, D]
     for _ in range(iters):
-        assign = nearest_code(x, centroids)  # [N]
+        assign = nearest_code(x, centroids, fused=fused)  # [N]
         counts = torch.bincount(assign, minlength=num_clusters)  # [K]
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)  # [K, D]
         means = sums / counts.clamp(min=1).unsqueeze(1).to(x.dtype)
@@ -262,6 +351,8 @@ class RQCodebook(nn.Module):
     left as they are. Both happen in training mode only; eval mode changes no state.
     ``max_elements`` bounds every working block, [rows, K] distances and [rows, D] residual
     updates (None: the device's defaults, which keep a 16k x 200 training call in one block).
+    ``fused_search`` (attribute too) picks the route of :func:`residual_search` and of the backward
+    pass (None: the fused Triton kernels on CUDA when Triton is installed, else torch ops).
     """
 
     def __init__(
@@ -276,6 +367,7 @@ class RQCodebook(nn.Module):
         revive_dead_codes: bool = True,
         dead_code_patience: int = 50,
         max_elements: int | None = None,
+        fused_search: bool | None = None,
     ) -> None:
         super().__init__()
         if num_codes < 2:
@@ -301,6 +393,7 @@ class RQCodebook(nn.Module):
         self.revive_dead_codes = revive_dead_codes
         self.dead_code_patience = dead_code_patience
         self.max_elements = max_elements
+        self.fused_search = fused_search
         # The reference's uniform +-1/K start; replaced by k-means on the first training call.
         self.codebooks = nn.Parameter(
             torch.empty(num_quantizers, num_codes, latent_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
@@ -340,9 +433,9 @@ class RQCodebook(nn.Module):
         """Level by level: k-means on that level's residuals, then subtract the chosen centroids."""
         residual = flat  # [N, D]
         for q in range(self.num_quantizers):
-            centroids = kmeans(residual, self.num_codes, self.kmeans_iters)  # [K, D]
+            centroids = kmeans(residual, self.num_codes, self.kmeans_iters, fused=self.fused_search)  # [K, D]
             self.codebooks[q].copy_(centroids)
-            residual = residual - centroids[nearest_code(residual, centroids, self.max_elements)]
+            residual = residual - centroids[nearest_code(residual, centroids, self.max_elements, self.fused_search)]
         self.initialised.fill_(True)
         self.steps_since_used.zero_()
         self._known_initialised = True
@@ -408,11 +501,13 @@ class RQCodebook(nn.Module):
         if self.training and self.revive_dead_codes:
             dead, rows = self._revival_plan(flat.shape[0], flat.device, rows_valid)
             revive = partial(self._revive, dead=dead, rows=rows)
+        fused = triton_support.use_triton(self.fused_search, flat.device, "fused_search")
         found = residual_search(
-            flat.detach(), self.codebooks.detach(), max_elements=self.max_elements, before_level=revive, valid=rows_valid
+            flat.detach(), self.codebooks.detach(), max_elements=self.max_elements, before_level=revive, valid=rows_valid,
+            fused=fused,
         )
         rows = chunk_rows(self.latent_dim, flat.device, self.max_elements, update=True)
-        z_q, losses = _ResidualQuantize.apply(flat, self.codebooks, found, self.beta, rows, rows_valid)  # [N, D], [Q]
+        z_q, losses = _ResidualQuantize.apply(flat, self.codebooks, found, self.beta, rows, rows_valid, fused)  # [N, D], [Q]
         if self.training:
             self._mark_used(found.counts, dead)
         counts = found.counts.to(flat.dtype)  # [Q, K]
@@ -436,7 +531,8 @@ class RQCodebook(nn.Module):
     def cal_codes(self, z: Tensor) -> Tensor:
         """[B, L, Q] int64 codes of z [B, L, D]; no init, no revival, no gradient."""
         lead = z.shape[:-1]
-        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=False)
+        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=False,
+                                fused=self.fused_search)
         return found.indices.reshape(*lead, self.num_quantizers)
 
     @torch.no_grad()
@@ -444,7 +540,8 @@ class RQCodebook(nn.Module):
         """(codes [B, L, Q] int64, sum of the chosen codes [B, L, D]) of z [B, L, D] in one search:
         the codes of :meth:`cal_codes` and, bit for bit, :meth:`decode_from_codes` of them."""
         lead = z.shape[:-1]
-        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=True)
+        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=True,
+                                fused=self.fused_search)
         return found.indices.reshape(*lead, self.num_quantizers), found.summed.reshape(*lead, self.latent_dim)
 
     @torch.no_grad()
