@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import logging
 from dataclasses import replace
 
@@ -37,10 +38,13 @@ def _model_and_text(umls) -> tuple[RQGCN, TextTargets]:
 
 
 def _batches(umls, pad: int, device: str = "cpu", steps: int = 4) -> list:
+    """The first ``steps`` batches of as many epochs as needed (UMLS: 24 of 64 queries, then one of 24)."""
     queries = TrainQueries.build(umls.train, umls.num_entities, umls.num_relations)
     generator = torch.Generator().manual_seed(CONFIG.seed)
-    batches = queries.batches(CONFIG.batch_size, generator, CONFIG.label_smoothing, device=device, pad_heads=pad)
-    return [b for _, b in zip(range(steps), batches)]
+    epochs = itertools.chain.from_iterable(
+        queries.batches(CONFIG.batch_size, generator, CONFIG.label_smoothing, device=device, pad_heads=pad) for _ in itertools.count()
+    )
+    return [b for _, b in zip(range(steps), epochs)]
 
 
 def test_padded_batches_hold_the_distinct_heads_then_padding(umls) -> None:
@@ -85,9 +89,11 @@ def test_graphed_step_refuses_an_optimizer_it_cannot_record(umls) -> None:
 
 
 @needs_cuda
-def test_replayed_steps_train_like_eager_steps(umls) -> None:
-    """Six steps: three eager warm-ups, the recorded one and two replays, against six eager steps
-    of the same batches (float32; CUDA's atomic sums differ in the last bits)."""
+@pytest.mark.parametrize(("steps", "eager", "replays"), [(6, 3, 3), (50, 4, 46)])
+def test_replayed_steps_train_like_eager_steps(umls, steps: int, eager: int, replays: int) -> None:
+    """Six steps: three eager warm-ups, the recorded one and two replays; or two epochs, whose last
+    batches (24 queries) are recorded as a second graph after one eager warm-up; against eager
+    steps of the same batches (float32; CUDA's atomic sums differ in the last bits)."""
     eager_model, text = _model_and_text(umls)
     eager_model.cuda()
     graph = umls.graph.to("cuda")
@@ -100,12 +106,12 @@ def test_replayed_steps_train_like_eager_steps(umls) -> None:
     graphed_opt = torch.optim.Adam(graphed_model.parameters(), lr=config.lr, fused=True, capturable=True)
     graphed = graphed_train_step(graphed_model, graph, graphed_opt, config, text=text)
     eager_stats, graphed_stats = [], []
-    for batch in _batches(umls, padded_heads(config, umls.graph), device="cuda", steps=6):
+    for batch in _batches(umls, padded_heads(config, umls.graph), device="cuda", steps=steps):
         stats, _ = train_step(eager_model, graph, unpadded(batch), eager_opt, config, text=text)
         eager_opt.step()
         eager_stats.append(stats)
         graphed_stats.append(graphed(batch)[0])
-    assert graphed.replays == 3 and graphed.eager_steps == 3
+    assert graphed.replays == replays and graphed.eager_steps == eager
     torch.testing.assert_close(torch.stack(graphed_stats), torch.stack(eager_stats), rtol=1e-3, atol=1e-4)
     assert_same_weights(graphed_model.state_dict(), eager_model.state_dict(), rtol=1e-3, atol=1e-4)
 
