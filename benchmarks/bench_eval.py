@@ -30,11 +30,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None, help="model artifact (.pt) of a training run")
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="default: the recipe's eval_batch_size")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     bench = load_benchmark(args.data)
     model_config, config = recipe()
+    batch_size = args.eval_batch_size or config.eval_batch_size
     if args.model:
         model = load_model(torch.load(args.model, weights_only=True, map_location="cpu"), device="cpu")
     else:
@@ -47,10 +49,10 @@ def main() -> None:
     metrics = {}
 
     def valid_pass() -> None:
-        metrics.update(_valid_metrics(model, graph, valid, filters, config.eval_batch_size))
+        metrics.update(_valid_metrics(model, graph, valid, filters, batch_size))
 
     def codes_only() -> None:
-        model.cal_allent_codes(graph, config.eval_batch_size)
+        model.cal_allent_codes(graph, batch_size)
 
     rows = []
     for name, fn in (("validation pass (17,535 triples, both directions)", valid_pass),
@@ -62,7 +64,7 @@ def main() -> None:
         memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated" if device.type == "cuda"
                   else f"{peak_rss_gib():.2f} GiB peak RSS (process)")
         rows.append((name, seconds, memory))
-    print_table(rows, f"FB15k-237 evaluation on {describe_device(device)}; valid MRR {metrics['valid_mrr']:.4f}")
+    print_table(rows, f"FB15k-237 evaluation on {describe_device(device)}, batches of {batch_size}; valid MRR {metrics['valid_mrr']:.4f}")
 
 
 if __name__ == "__main__":
