@@ -1,5 +1,4 @@
-"""Checkpoints: weights-only round trip, digest detection of corruption, fallback, pruning, RNGs,
-writing on a background thread."""
+"""Checkpoints: weights-only round trip, digest detection of corruption, fallback, pruning, RNGs."""
 
 from __future__ import annotations
 
@@ -12,10 +11,8 @@ import pytest
 import torch
 
 from rq_kg_pipeline.training.checkpoint import (
-    BackgroundWriter,
     CheckpointError,
     capture_rng_state,
-    cpu_snapshot,
     epoch_checkpoints,
     latest_checkpoint,
     load_checkpoint,
@@ -140,43 +137,3 @@ def test_temporary_files_of_killed_writers_are_removed_at_the_next_save(tmp_path
     assert not any(path.exists() for path in leftovers)
     assert all(path.exists() for path in unrelated)
     assert latest_checkpoint(tmp_path).name == "checkpoint-epoch000004.pt"
-
-
-def test_cpu_snapshot_keeps_the_moment_it_was_taken() -> None:
-    live = payload(2)
-    live["rng"] = (torch.arange(3), 7)
-    snapshot = cpu_snapshot(live)
-    live["model"]["w"].add_(100.0)  # training goes on changing its tensors and history
-    live["rng"][0].zero_()
-    live["history"].append({"loss": 0.0})
-    assert torch.equal(snapshot["model"]["w"], torch.full((4, 3), 2.0)) and snapshot["rng"][0].tolist() == [0, 1, 2]
-    assert len(snapshot["history"]) == 2 and snapshot["rng"][1] == 7 and snapshot["epoch"] == 2
-
-
-def test_background_writer_writes_in_order_and_waits_on_exit(tmp_path) -> None:
-    with BackgroundWriter() as writer:
-        for epoch in (1, 2, 3):
-            writer.submit(save_checkpoint, tmp_path, cpu_snapshot(payload(epoch)), epoch)
-    assert [e for e, _ in epoch_checkpoints(tmp_path)] == [2, 3]  # all written, the oldest pruned, by exit
-    assert load_checkpoint(latest_checkpoint(tmp_path))["epoch"] == 3
-
-
-def test_background_writer_reports_a_failed_write(tmp_path, caplog) -> None:
-    blocked = tmp_path / "file"
-    blocked.write_text("not a directory")
-
-    def failing_write() -> None:
-        save_checkpoint(blocked, payload(1), 1)  # a file where the directory should be
-
-    with pytest.raises(OSError):  # at exit of a clean block
-        with BackgroundWriter() as writer:
-            writer.submit(failing_write)
-    with pytest.raises(OSError):  # or at the next write
-        with BackgroundWriter() as writer:
-            writer.submit(failing_write)
-            writer.submit(save_checkpoint, tmp_path, payload(2), 2)
-    with caplog.at_level(logging.ERROR), pytest.raises(KeyError):  # a failing block keeps its own error
-        with BackgroundWriter() as writer:
-            writer.submit(failing_write)
-            raise KeyError("training failed")
-    assert "checkpoint write failed" in caplog.text

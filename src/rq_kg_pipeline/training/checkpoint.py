@@ -6,7 +6,6 @@ whose digest does not match (truncated, corrupted, or the crash fell between the
 is reported and skipped, and the previous one is used; the newest ``keep`` epoch checkpoints
 are kept, and temporary files that a killed writer left behind are removed at the next save.
 Payloads hold only tensors and plain Python values (RNG states become tensors).
-:class:`BackgroundWriter` writes them on a thread while training goes on.
 """
 
 from __future__ import annotations
@@ -16,10 +15,7 @@ import io
 import logging
 import random
 import re
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -184,54 +180,3 @@ def restore_rng_state(
     )
     if generator is not None:
         generator.set_state(state["generator"].cpu())
-
-
-def cpu_snapshot(value: Any) -> Any:
-    """``value`` with every tensor in its dicts, lists and tuples replaced by a CPU copy, so that a
-    background write stores this moment's state while training goes on changing the originals."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: cpu_snapshot(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(cpu_snapshot(item) for item in value)
-    return value
-
-
-class BackgroundWriter:
-    """Runs checkpoint writes on one background thread, one at a time, so training goes on while a
-    checkpoint is serialised, hashed and written (~0.35 s for FB15k-237's on an H100 machine).
-
-    A write's payload must not change afterwards (pass CPU copies: :func:`cpu_snapshot`). A new
-    write waits for the previous one, so at most one payload is held; leaving the context waits
-    for the last, and a failed write raises there or at the next :meth:`submit`, unless the block
-    is already failing, whose error then goes on (the write's error is logged).
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self._pending: Future | None = None
-
-    def submit(self, write: Callable[..., Any], *args: Any) -> None:
-        """Run ``write(*args)`` on the thread once the previous write has finished."""
-        self.wait()
-        self._pending = self._pool.submit(write, *args)
-
-    def wait(self) -> None:
-        """Block until the pending write (if any) is done; raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def __enter__(self) -> BackgroundWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            self.wait()
-        except Exception:
-            if exc_type is None:
-                raise
-            log.exception("a checkpoint write failed while training was failing too")
-        finally:
-            self._pool.shutdown(wait=True)

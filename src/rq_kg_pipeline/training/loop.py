@@ -34,9 +34,7 @@ from rq_kg_pipeline.models.sharding import BatchShard
 from rq_kg_pipeline.semantics.loss import TextTargets, semantic_loss
 from rq_kg_pipeline.training.checkpoint import (
     BEST_NAME,
-    BackgroundWriter,
     capture_rng_state,
-    cpu_snapshot,
     latest_checkpoint,
     load_checkpoint,
     restore_rng_state,
@@ -463,7 +461,7 @@ def fit(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
     )
     use_compile = config.torch_compile and device.type == "cuda" and parallel is None
-    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar, BackgroundWriter() as writer:
+    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
@@ -517,7 +515,7 @@ def fit(
             state.train_seconds += metrics["epoch_seconds"]
             state.epoch = epoch
 
-            written = 0.0  # seconds training waited for checkpoints after this epoch (written on a thread)
+            written = 0.0  # seconds spent writing checkpoints after this epoch
             if (epoch % config.eval_every == 0 or epoch == config.epochs) and main:
                 eval_started = time.perf_counter()
                 with torch.compiler.set_stance("force_eager"):
@@ -526,10 +524,9 @@ def fit(
                 if metrics["valid_mrr"] > state.best_valid_mrr:
                     state.best_valid_mrr, state.best_epoch, state.bad_evals = metrics["valid_mrr"], epoch, 0
                     state.best_state = _cpu_state(model)
-                    if checkpoint_dir is not None:  # best_state is a fresh CPU copy that nothing changes
+                    if checkpoint_dir is not None:
                         write_started = time.perf_counter()
-                        writer.submit(
-                            write_verified,
+                        write_verified(
                             checkpoint_dir / BEST_NAME,
                             {
                                 "model": state.best_state,
@@ -549,8 +546,9 @@ def fit(
             due = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
             if main and checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
                 write_started = time.perf_counter()
-                payload = cpu_snapshot(_payload(model, optimizer, generator, state, config, model_config, device))
-                writer.submit(save_checkpoint, checkpoint_dir, payload, epoch)
+                save_checkpoint(
+                    checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config, device), epoch
+                )
                 written += time.perf_counter() - write_started
             bar.update(1)
             bar.set_postfix(
