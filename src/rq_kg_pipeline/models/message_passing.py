@@ -247,24 +247,32 @@ class NativeMessagePassing:
     """
 
     def __init__(self, graph: KGGraph, device: torch.device, triton: bool | None = None) -> None:
-        self.triton = _TritonMultPlans.build(graph.to("cpu"), device) if triton_support.use_triton(triton, device, "triton") else None
-        self.directions: list[_GroupedDirection] = []
+        self._graph, self._device = graph.to("cpu"), device
+        self.triton = _TritonMultPlans.build(self._graph, device) if triton_support.use_triton(triton, device, "triton") else None
+        self._directions: list[_GroupedDirection] | None = None
+
+    @property
+    def directions(self) -> list[_GroupedDirection]:
+        """The sparse maps of both directions, built on first use (the Triton route needs them only
+        for sub and corr, and a large graph's index arrays should not be held twice)."""
+        if self._directions is None:
+            self._directions = [self._direction(mask) for mask in _direction_masks(self._graph)]
+        return self._directions
+
+    def _direction(self, mask: Tensor) -> _GroupedDirection:
+        graph, device = self._graph, self._device
         m, num_rel = graph.num_entities, 2 * graph.num_relations
-        graph = graph.to("cpu")
-        for mask in _direction_masks(graph):
-            src, dst, rel, norm = graph.src[mask], graph.dst[mask], graph.rel[mask], graph.norm[mask]
-            pair_key, pair_of_edge = torch.unique(dst * num_rel + rel, return_inverse=True)  # [P], [E_dir]
-            pairs = torch.arange(pair_key.numel())
-            ones = torch.ones(pair_key.numel())
-            self.directions.append(
-                _GroupedDirection(
-                    gather=SparseRows(pair_of_edge, src, norm, (pairs.numel(), m), device),
-                    relation=SparseRows(pairs, pair_key % num_rel, ones, (pairs.numel(), num_rel), device),
-                    scatter=SparseRows(pair_key // num_rel, pairs, ones, (m, pairs.numel()), device),
-                    pair_norm=torch.zeros(pairs.numel()).index_add_(0, pair_of_edge, norm.float()).unsqueeze(1).to(device),
-                    pair_relation=(pair_key % num_rel).to(device),
-                )
-            )
+        src, dst, rel, norm = graph.src[mask], graph.dst[mask], graph.rel[mask], graph.norm[mask]
+        pair_key, pair_of_edge = torch.unique(dst * num_rel + rel, return_inverse=True)  # [P], [E_dir]
+        pairs = torch.arange(pair_key.numel())
+        ones = torch.ones(pair_key.numel())
+        return _GroupedDirection(
+            gather=SparseRows(pair_of_edge, src, norm, (pairs.numel(), m), device),
+            relation=SparseRows(pairs, pair_key % num_rel, ones, (pairs.numel(), num_rel), device),
+            scatter=SparseRows(pair_key // num_rel, pairs, ones, (m, pairs.numel()), device),
+            pair_norm=torch.zeros(pairs.numel()).index_add_(0, pair_of_edge, norm.float()).unsqueeze(1).to(device),
+            pair_relation=(pair_key % num_rel).to(device),
+        )
 
     def aggregate(self, h: Tensor, rel_table: Tensor, comp: str) -> tuple[Tensor, Tensor]:
         if comp == "mult" and self.triton is not None:
