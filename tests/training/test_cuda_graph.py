@@ -112,6 +112,9 @@ def test_replayed_steps_train_like_eager_steps(umls, steps: int, eager: int, rep
         eager_stats.append(stats)
         graphed_stats.append(graphed(batch)[0])
     assert graphed.replays == replays and graphed.eager_steps == eager
+    # the last batches ran uncompiled; the compiler's stance is back to default (a leaked
+    # "force_eager" once made every later fit record its graph from uncompiled modules)
+    assert torch._dynamo.eval_frame._stance.stance == "default"
     torch.testing.assert_close(torch.stack(graphed_stats), torch.stack(eager_stats), rtol=1e-3, atol=1e-4)
     assert_same_weights(graphed_model.state_dict(), eager_model.state_dict(), rtol=1e-3, atol=1e-4)
 

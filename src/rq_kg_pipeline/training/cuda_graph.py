@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -86,16 +86,15 @@ class GraphedStep:
         shape = _shape(batch)
         if self._compiled_shape is None:
             self._compiled_shape = shape
-        stance = nullcontext() if shape == self._compiled_shape else torch.compiler.set_stance("force_eager")
         recording = self._recordings.get(shape)
         if recording is None:
             done = self._warmups_done.get(shape, 0)
             if done < (self._warmup if shape == self._compiled_shape else 1):
                 self._warmups_done[shape] = done + 1
                 self.eager_steps += 1
-                with stance:
+                with self._stance(shape):
                     return self._warm_up(batch)
-            with stance:
+            with self._stance(shape):
                 recording = self._recordings[shape] = self._record(batch)
         else:
             for name in _INPUTS:
@@ -103,6 +102,11 @@ class GraphedStep:
         recording.graph.replay()
         self.replays += 1
         return tuple(t.clone() for t in recording.outputs)
+
+    def _stance(self, shape: tuple[torch.Size, ...]) -> AbstractContextManager:
+        """Compiled modules run compiled for the first shape only. Built only to be entered at once:
+        ``set_stance(...)`` switches the stance as soon as it is made, and only its exit restores it."""
+        return nullcontext() if shape == self._compiled_shape else torch.compiler.set_stance("force_eager")
 
     def _warm_up(self, batch: QueryBatch) -> tuple[Tensor, ...]:
         """An eager step on a side stream, as PyTorch's recipe for capture asks."""
