@@ -123,6 +123,16 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(umls, filter_index, r
     assert resumed.best_epoch == ref_result.best_epoch
 
 
+def test_checkpoint_min_seconds_skips_due_checkpoints(umls, filter_index, tmp_path) -> None:
+    """A due checkpoint waits until checkpoint_min_seconds after the last write (or the start); the
+    last epoch always writes one."""
+    config = replace(CONFIG, epochs=3, checkpoint_every=1, checkpoint_min_seconds=3600.0)
+    fit(tiny_model(umls, seed=5), umls.graph, umls.train, umls.valid, filter_index, config, checkpoint_dir=tmp_path, progress=False)
+    assert [e for e, _ in epoch_checkpoints(tmp_path)] == [3]
+    with pytest.raises(ValueError, match="checkpoint_min_seconds"):
+        replace(CONFIG, checkpoint_min_seconds=-1.0)
+
+
 def test_finished_run_returns_stored_result(umls, filter_index, reference) -> None:
     ref_model, ref_result, directory, _ = reference
     calls: list[int] = []

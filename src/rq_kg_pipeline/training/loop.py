@@ -461,6 +461,7 @@ def fit(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
     )
     use_compile = config.torch_compile and device.type == "cuda" and parallel is None
+    last_checkpoint = time.perf_counter()  # checkpoint_min_seconds counts from here, then from each write
     with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
@@ -544,12 +545,14 @@ def fit(
             state.history.append(metrics)
 
             due = config.checkpoint_every > 0 and epoch % config.checkpoint_every == 0
+            due = due and time.perf_counter() - last_checkpoint >= config.checkpoint_min_seconds
             if main and checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
                 write_started = time.perf_counter()
                 save_checkpoint(
                     checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config, device), epoch
                 )
-                written += time.perf_counter() - write_started
+                last_checkpoint = time.perf_counter()
+                written += last_checkpoint - write_started
             bar.update(1)
             bar.set_postfix(
                 loss=f"{metrics['loss']:.4f}", best_mrr=f"{state.best_valid_mrr:.4f}" if state.best_epoch else "-"

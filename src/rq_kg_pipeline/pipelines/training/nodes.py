@@ -74,9 +74,12 @@ def _run_key(
     other settings starts fresh while a rerun of the same command resumes. ``epochs`` and
     ``patience`` are left out: raising them continues a run that finished its epochs instead of
     restarting it (a run that stopped early stays stopped), and so are ``cuda_graphs`` and
-    ``torch_compile``, which change how a step runs, not what it computes. A run without the semantic term keys
-    exactly as before the term existed; one with it adds the text embeddings' key."""
-    fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in ("epochs", "patience", "cuda_graphs", "torch_compile")}
+    ``torch_compile``, which change how a step runs, not what it computes, and
+    ``checkpoint_min_seconds``, which changes when checkpoints are written (keys stay as before it
+    existed). A run without the semantic term keys exactly as before the term existed; one with it
+    adds the text embeddings' key."""
+    how_not_what = ("epochs", "patience", "cuda_graphs", "torch_compile", "checkpoint_min_seconds")
+    fit_settings = {k: v for k, v in fit_config.to_dict().items() if k not in how_not_what}
     if not fit_settings.get("semantic_weight"):
         fit_settings.pop("semantic_weight", None)
     digest = hashlib.sha256(json.dumps([model_config, fit_settings], sort_keys=True).encode())
