@@ -1,6 +1,7 @@
 """Every GPU benchmark in one go (GPU time is scarce): training step (the recipe's CUDA graph and
 compilation, then plain eager launches), its device time by stage, validation pass and extraction,
-the quantizer against ResidualVQ, and optionally a timed FB15k-237 training run.
+the quantizer against ResidualVQ, the Triton kernels of message passing and of the quantizer
+against the routes without them, and optionally a timed FB15k-237 training run.
 
     python benchmarks/gpu_all.py --data ../shared/data/FB15k-237 --out /tmp/gpu [--train-minutes 8]
 
@@ -33,6 +34,8 @@ def main() -> None:
         ["bench_step_stages.py", *data, "--compile"],
         ["bench_eval.py", *data, "--device", "cuda", "--repeats", "5"],
         ["bench_quantizer.py", "--device", "cuda"],
+        ["bench_message_passing.py", *data],
+        ["bench_quantizer_kernels.py"],
     ]
     if args.train_minutes > 0:
         runs.append(["train_fb15k237.py", *data, "--out", str(args.out / "train"), "--minutes", str(args.train_minutes)])

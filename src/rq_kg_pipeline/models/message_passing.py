@@ -18,7 +18,7 @@ from torch import Tensor
 
 from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.models import triton_support
-from rq_kg_pipeline.models.segment_sums import SegmentPlan, segment_sums
+from rq_kg_pipeline.models.segment_sums import CHUNK_EDGES, SegmentPlan, segment_sums
 
 COMPOSITIONS = ("mult", "sub", "corr")
 BACKENDS = ("native", "dgl")
@@ -195,13 +195,14 @@ class _TritonMultPlans(NamedTuple):
     by_relation: SegmentPlan  # rows rel; gathers grad[direction * M + dst] and h[src]
 
     @classmethod
-    def build(cls, graph: KGGraph, device: torch.device) -> _TritonMultPlans:
+    def build(cls, graph: KGGraph, device: torch.device, chunk: int = CHUNK_EDGES) -> _TritonMultPlans:
+        """Plans for ``graph`` (on CPU) with at most ``chunk`` edges per program, moved to ``device``."""
         m, num_rel = graph.num_entities, 2 * graph.num_relations
         target = (graph.rel >= graph.num_relations).long() * m + graph.dst  # [E] row of [2M, d]
         plans = (
-            SegmentPlan.build(target, graph.src, graph.rel, graph.norm, 2 * m),
-            SegmentPlan.build(graph.src, target, graph.rel, graph.norm, m),
-            SegmentPlan.build(graph.rel, target, graph.src, graph.norm, num_rel),
+            SegmentPlan.build(target, graph.src, graph.rel, graph.norm, 2 * m, chunk),
+            SegmentPlan.build(graph.src, target, graph.rel, graph.norm, m, chunk),
+            SegmentPlan.build(graph.rel, target, graph.src, graph.norm, num_rel, chunk),
         )
         return cls(*(plan.to(device) for plan in plans))
 
