@@ -37,11 +37,31 @@ def replayed(fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
     return graph
 
 
+def print_kernels(name: str, fn: Callable[[], None], calls: int = 3) -> None:
+    """The top CUDA kernels of ``calls`` runs of ``fn``, with their device time per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    times: dict[str, list[float]] = {}  # kernel name -> [device us, launches]
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = times.setdefault(event.name, [0.0, 0])
+            entry[0] += event.time_range.elapsed_us() / calls
+            entry[1] += 1
+    print(f"\n{name}: {sum(us for us, _ in times.values()):.0f} us of kernels per call")
+    for kernel, (us, launches) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
+        print(f"  {us:8.1f} us  {launches // calls:3d}x  {kernel[:110]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--compile", action="store_true", help="ConvE and the sequence encoder compiled, as torch_compile trains")
+    parser.add_argument("--profile", action="store_true", help="also print each stage's top CUDA kernels (3 unrecorded calls)")
     add_triton_flag(parser)
     args = parser.parse_args()
     apply_triton_flag(args.triton)
@@ -101,6 +121,8 @@ def main() -> None:
         for name, fn in stages:
             graph_of_stage = replayed(fn)
             rows.append((name, time_calls(graph_of_stage.replay, args.repeats, device, warmup=3), "-"))
+            if args.profile:
+                print_kernels(name, fn)
     print_table(rows, f"FB15k-237 training step by stage on {describe_device(device)}, bf16, compile {args.compile} "
                       f"(each stage forward + backward, replayed as a CUDA graph)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rq_kg_pipeline.models.conve import ConvEScorer, default_conve_shape
+from rq_kg_pipeline.models.conve import ConvEScorer, aligned_scores, default_conve_shape
 
 
 @pytest.mark.parametrize(("dim", "shape"), [(200, (10, 20)), (64, (8, 8)), (32, (4, 8)), (48, (6, 8)), (7, (1, 7))])
@@ -26,6 +26,24 @@ def test_scores_are_query_dot_candidates() -> None:
     torch.testing.assert_close(scorer(ent, rel, cands[subset]), logits[:, subset])
     # The relation matters: swapping it changes the scores.
     assert not torch.allclose(scorer(ent, rel.flip(0), cands), logits)
+
+
+@pytest.mark.parametrize("count", [11, 16])
+def test_aligned_scores_are_the_product_over_aligned_rows(count: int) -> None:
+    """The product CUDA uses (M padded to a multiple of 8 for cuBLAS) has the plain product's values
+    and gradients, with rows 16-byte aligned in bf16."""
+    torch.manual_seed(0)
+    query, cands = torch.randn(5, 32, requires_grad=True), torch.randn(count, 32, requires_grad=True)
+    weights = torch.randn(5, count)
+    scores = aligned_scores(query, cands)
+    assert scores.shape == (5, count) and scores.stride(0) == 16
+    (scores * weights).sum().backward()
+    grads = query.grad.clone(), cands.grad.clone()
+    query.grad = cands.grad = None
+    plain = query @ cands.t()
+    (plain * weights).sum().backward()
+    torch.testing.assert_close(scores, plain)
+    torch.testing.assert_close(grads, (query.grad, cands.grad))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ import torch
 from rq_kg_pipeline.evaluation.ranking import FilterIndex
 from rq_kg_pipeline.models.rqgcn import RQGCN
 from rq_kg_pipeline.training import NonFiniteLossError, TrainConfig, fit, load_checkpoint
-from rq_kg_pipeline.training.checkpoint import BEST_NAME, epoch_checkpoints
+from rq_kg_pipeline.training import loop
+from rq_kg_pipeline.training.checkpoint import BEST_NAME, epoch_checkpoints, write_verified
 from rq_kg_pipeline.training.loop import _valid_metrics
 
 TINY = dict(
@@ -123,12 +124,16 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(umls, filter_index, r
     assert resumed.best_epoch == ref_result.best_epoch
 
 
-def test_checkpoint_min_seconds_skips_due_checkpoints(umls, filter_index, tmp_path) -> None:
+def test_checkpoint_min_seconds_skips_due_checkpoints(umls, filter_index, tmp_path, monkeypatch) -> None:
     """A due checkpoint waits until checkpoint_min_seconds after the last write (or the start); the
-    last epoch always writes one."""
-    config = replace(CONFIG, epochs=3, checkpoint_every=1, checkpoint_min_seconds=3600.0)
-    fit(tiny_model(umls, seed=5), umls.graph, umls.train, umls.valid, filter_index, config, checkpoint_dir=tmp_path, progress=False)
+    last epoch always writes one. The best weights are written with it, not at each improvement."""
+    writes: list[str] = []
+    monkeypatch.setattr(loop, "write_verified", lambda path, payload: writes.append(path.name) or write_verified(path, payload))
+    config = replace(CONFIG, epochs=3, eval_every=1, checkpoint_every=1, checkpoint_min_seconds=3600.0)
+    result = fit(tiny_model(umls, seed=5), umls.graph, umls.train, umls.valid, filter_index, config, checkpoint_dir=tmp_path, progress=False)
     assert [e for e, _ in epoch_checkpoints(tmp_path)] == [3]
+    assert result.best_epoch > 1 and writes == [BEST_NAME]  # improved twice or more, written once (checkpoints: save_checkpoint)
+    assert load_checkpoint(tmp_path / BEST_NAME)["epoch"] == result.best_epoch
     with pytest.raises(ValueError, match="checkpoint_min_seconds"):
         replace(CONFIG, checkpoint_min_seconds=-1.0)
 

@@ -3,7 +3,7 @@
 On the CPU, ``nn.Dropout`` draws one Bernoulli variate per element, and on the FB15k-237
 recipe that was a quarter of a training step (ConvE's feature maps alone are [1024, 200, 14, 14]).
 Here each 32-bit random word gives two 16-bit uniforms, compared with a threshold: the same
-Bernoulli mask up to p rounded to a multiple of 1/65536. CUDA keeps PyTorch's fused kernel.
+Bernoulli mask up to p rounded to a multiple of 1/65536. CUDA keeps PyTorch's fused kernels.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
 
 
 def drop_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """``~keep_mask(shape, p, device)`` from the same random numbers, without the negation pass."""
+    """Bool mask of ``shape``, each element True with probability p (p rounded to 1/65536). On CPU
+    ``~keep_mask(shape, p, device)`` from the same random numbers, without the negation pass; on CUDA
+    one Bernoulli draw (random words and a comparison took 2.4x longer on an H200)."""
+    if device.type == "cuda":
+        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(round(p * _LEVELS) / _LEVELS)
     return _uniform_halves(shape, device) < round(p * _LEVELS) - _LEVELS // 2
 
 

@@ -462,6 +462,7 @@ def fit(
     )
     use_compile = config.torch_compile and device.type == "cuda" and parallel is None
     last_checkpoint = time.perf_counter()  # checkpoint_min_seconds counts from here, then from each write
+    best_on_disk = state.best_epoch  # the epoch of the weights in BEST_NAME (a resumed run wrote them before)
     with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
@@ -525,18 +526,6 @@ def fit(
                 if metrics["valid_mrr"] > state.best_valid_mrr:
                     state.best_valid_mrr, state.best_epoch, state.bad_evals = metrics["valid_mrr"], epoch, 0
                     state.best_state = _cpu_state(model)
-                    if checkpoint_dir is not None:
-                        write_started = time.perf_counter()
-                        write_verified(
-                            checkpoint_dir / BEST_NAME,
-                            {
-                                "model": state.best_state,
-                                "epoch": epoch,
-                                "valid_mrr": state.best_valid_mrr,
-                                "model_config": dict(model_config) if model_config is not None else {},
-                            },
-                        )
-                        written += time.perf_counter() - write_started
                 else:
                     state.bad_evals += 1
                     state.stopped_early = config.patience > 0 and state.bad_evals >= config.patience
@@ -548,6 +537,17 @@ def fit(
             due = due and time.perf_counter() - last_checkpoint >= config.checkpoint_min_seconds
             if main and checkpoint_dir is not None and (due or epoch == config.epochs or state.stopped_early):
                 write_started = time.perf_counter()
+                if state.best_epoch != best_on_disk:  # the best weights so far, before the checkpoint that holds them
+                    write_verified(
+                        checkpoint_dir / BEST_NAME,
+                        {
+                            "model": state.best_state,
+                            "epoch": state.best_epoch,
+                            "valid_mrr": state.best_valid_mrr,
+                            "model_config": dict(model_config) if model_config is not None else {},
+                        },
+                    )
+                    best_on_disk = state.best_epoch
                 save_checkpoint(
                     checkpoint_dir, _payload(model, optimizer, generator, state, config, model_config, device), epoch
                 )
