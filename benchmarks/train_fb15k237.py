@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="global batch (all processes together); default: the config's")
     parser.add_argument("--seed", type=int, default=None, help="default: the config's")
+    parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (0: off); default: the config's")
     parser.add_argument("--checkpoints", type=Path, default=None, help="default: OUT/checkpoints")
     parser.add_argument("--text-embeddings", type=Path, default=None, help="entity text embeddings (.pt) for the semantic term")
     parser.add_argument("--semantic-weight", type=float, default=None,
@@ -136,6 +137,7 @@ def main() -> None:
         device=args.device or config.device,
         batch_size=args.batch_size or config.batch_size,
         seed=config.seed if args.seed is None else args.seed,
+        patience=config.patience if args.patience is None else args.patience,
         semantic_weight=(0.0 if args.text_embeddings is None else config.semantic_weight)
         if args.semantic_weight is None else args.semantic_weight,
         cuda_graphs=config.cuda_graphs if args.cuda_graphs is None else args.cuda_graphs,

@@ -94,3 +94,33 @@ def test_backward_keeps_its_saved_tensors_and_frozen_parts_get_no_gradient() -> 
         assert (grads_frozen[name] is None) == (name in frozen), name
         if name not in frozen:
             assert torch.equal(grads_frozen[name], grads[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_feature_dropout_draws_a_new_mask_in_every_graph_replay(compiled: bool) -> None:
+    """Recorded in a CUDA graph (as training replays its step), compiled or not, the feature-map
+    mask is drawn anew at each replay: a mask frozen at capture would silently train one fixed
+    sub-network."""
+    torch.manual_seed(0)
+    scorer = ConvEScorer(32, 4, 8, num_filters=8, kernel_size=3, input_drop=0.0, feature_drop=0.5, hidden_drop=0.0).cuda().train()
+    if compiled:
+        scorer.compile(dynamic=False)
+    ent, rel = torch.randn(64, 32, device="cuda"), torch.randn(64, 32, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            scorer(ent, rel, ent)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = scorer(ent, rel, ent)  # [64, 64]
+    replays = []
+    for _ in range(3):
+        graph.replay()
+        replays.append(out.clone())
+    assert not torch.equal(replays[0], replays[1]) and not torch.equal(replays[1], replays[2])
+    # the same weights and inputs without dropout give other scores: the replays did drop features
+    scorer.feature_drop.p = 0.0
+    assert not torch.allclose(scorer.forward(ent, rel, ent), replays[0])  # forward: the plain module
