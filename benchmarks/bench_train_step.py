@@ -19,6 +19,8 @@ import torch
 from common import DEFAULT_DATA, add_triton_flag, apply_triton_flag, describe_device, load_benchmark, peak_rss_gib, print_table, recipe, sync, time_calls
 
 from rq_kg_pipeline.models.rqgcn import RQGCN
+from rq_kg_pipeline.training.cuda_graph import GraphedStep
+from rq_kg_pipeline.training.losses import compiled_structure_loss, structure_loss
 from rq_kg_pipeline.training.loop import compiled_for_training, cudnn_autotune, graphed_train_step, padded_heads, train_step
 from rq_kg_pipeline.training.queries import TrainQueries
 
@@ -61,17 +63,19 @@ def main() -> None:
     )
     use_bf16 = config.bf16 and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)) if use_bf16 else nullcontext
-    graphed = graphed_train_step(model, graph, optimizer, config, autocast) if use_graphs else None
+    graphed: GraphedStep | None = None
 
     def step() -> None:
         batch = next(batches)
         if graphed is not None:
             graphed(batch)
             return
-        train_step(model, graph, batch, optimizer, config, autocast)
+        train_step(model, graph, batch, optimizer, config, autocast, structure_fn=structure_fn)
         optimizer.step()
 
-    with cudnn_autotune(device), compiled_for_training(model, use_compile):
+    with cudnn_autotune(device), compiled_for_training(model, use_compile) as compiled:
+        structure_fn = compiled_structure_loss() if compiled else structure_loss  # as fit chooses
+        graphed = graphed_train_step(model, graph, optimizer, config, autocast, structure_fn=structure_fn) if use_graphs else None
         seconds = time_calls(step, args.steps, device, warmup=args.warmup)
         memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB allocated" if device.type == "cuda"
                   else f"{peak_rss_gib():.2f} GiB peak RSS")

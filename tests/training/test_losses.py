@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rq_kg_pipeline.training.losses import bce_with_logits_mean
+from rq_kg_pipeline.training.losses import bce_with_logits_mean, compiled_structure_loss, structure_loss
 
 M = 14_541  # FB15k-237's entity count: the width of the real label rows
 
@@ -66,3 +66,24 @@ def test_other_inputs_get_pytorchs_function(make) -> None:
 def test_shape_mismatch_is_rejected() -> None:
     with pytest.raises(ValueError, match="logits and labels"):
         bce_with_logits_mean(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+)
+def test_structure_loss_of_bf16_logits_and_its_compiled_form(device: str) -> None:
+    """The step's structure loss casts bf16 logits (autocast's) to float32 first; on CUDA its compiled
+    form (fit's with torch_compile) gives the same loss and gradient up to float32 summation order."""
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 1001, device=device) * 4).bfloat16().requires_grad_()
+    labels = torch.rand(64, 1001, device=device)
+    loss = structure_loss(logits, labels)
+    (grad,) = torch.autograd.grad(loss, logits)
+    reference = F.binary_cross_entropy_with_logits(logits.detach().float().requires_grad_(), labels)
+    torch.testing.assert_close(loss, reference)
+    assert grad.dtype == torch.bfloat16
+    if device == "cuda":
+        compiled = compiled_structure_loss()(logits, labels)
+        (compiled_grad,) = torch.autograd.grad(compiled, logits)
+        torch.testing.assert_close(compiled, loss, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(compiled_grad, grad)

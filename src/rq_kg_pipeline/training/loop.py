@@ -44,7 +44,7 @@ from rq_kg_pipeline.training.checkpoint import (
 from rq_kg_pipeline.training.config import TrainConfig
 from rq_kg_pipeline.training.cuda_graph import GraphedStep
 from rq_kg_pipeline.training.distributed import DataParallel, wrap_ddp
-from rq_kg_pipeline.training.losses import bce_with_logits_mean
+from rq_kg_pipeline.training.losses import compiled_structure_loss, structure_loss
 from rq_kg_pipeline.training.queries import QueryBatch, TrainQueries
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,12 @@ def cudnn_autotune(device: torch.device) -> Iterator[None]:
 
 
 @contextmanager
-def compiled_for_training(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+def compiled_for_training(model: torch.nn.Module, enabled: bool) -> Iterator[bool]:
     """With ``enabled``, ConvE and the sequence encoder run compiled by ``torch.compile`` (one
     static shape each: CUDA-graph batches are padded) until exit, then eagerly again, so that
     validation (run under ``torch.compiler.set_stance("force_eager")``) and whatever uses the model
-    afterwards run the plain kernels. Without Triton (no compiler for CUDA) training stays eager."""
+    afterwards run the plain kernels. Without Triton (no compiler for CUDA) training stays eager.
+    Yields whether compilation is on (the step's structure loss then compiles too)."""
     modules = [model.scorer, model.sequence_encoder] if enabled else []
     if modules and importlib.util.find_spec("triton") is None:
         log.warning("torch_compile needs Triton, which is not installed; training without compilation")
@@ -161,7 +162,7 @@ def compiled_for_training(model: torch.nn.Module, enabled: bool) -> Iterator[Non
     for module in modules:
         module.compile(dynamic=False)
     try:
-        yield
+        yield bool(modules)
     finally:
         for module in modules:  # nn.Module.compile's only state: drop it to run eagerly again
             module._compiled_call_impl = None
@@ -183,6 +184,7 @@ def train_step(
     autocast: Callable[[], Any] = nullcontext,
     text: TextTargets | None = None,
     parallel: DataParallel | None = None,
+    structure_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = structure_loss,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, losses, backward and clipping of one batch; the caller checks and calls
     ``optimizer.step()``. -> (structure, quant, recon, semantic, grad norm) [5], per-level stats
@@ -205,7 +207,7 @@ def train_step(
     with autocast():
         out = model(graph, batch.heads, batch.rels, batch.unique_heads, batch.head_index, shard, batch.valid_heads)
         predicted = core.semantic_projection(out.decoded) if use_text else None  # [U, E]
-    structure = bce_with_logits_mean(out.logits.float(), batch.labels)
+    structure = structure_fn(out.logits, batch.labels)
     if shard is not None:
         structure = structure * (rows / batch.total)  # this process's share of the batch mean
     quant = out.quant.loss.float()
@@ -243,13 +245,14 @@ def graphed_train_step(
     config: TrainConfig,
     autocast: Callable[[], Any] = nullcontext,
     text: TextTargets | None = None,
+    structure_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = structure_loss,
 ) -> GraphedStep:
     """:func:`train_step` + ``optimizer.step()`` of an RQGCN as a :class:`GraphedStep` (batches
     from ``TrainQueries.batches(..., pad_heads=padded_heads(config, graph))``, a capturable
     optimizer). A replayed batch needs K distinct latents (L per head) for dead-code revival."""
 
     def one_step(batch: QueryBatch) -> tuple[torch.Tensor, ...]:
-        stats, levels = train_step(model, graph, batch, optimizer, config, autocast, text)
+        stats, levels = train_step(model, graph, batch, optimizer, config, autocast, text, structure_fn=structure_fn)
         optimizer.step()
         return stats, levels
 
@@ -455,7 +458,6 @@ def fit(
     replicated = _state_outside_optimizer(model) if parallel is not None else []
     rank, world_size = (parallel.rank, parallel.world_size) if parallel is not None else (0, 1)
 
-    graphed = graphed_train_step(model, graph, optimizer, config, autocast, text) if use_graphs else None
     pad_heads = padded_heads(config, graph) if use_graphs else 0
     bar = tqdm(
         total=config.epochs, initial=state.epoch, disable=None if progress and main else True, desc="training", unit="epoch"
@@ -463,7 +465,9 @@ def fit(
     use_compile = config.torch_compile and device.type == "cuda" and parallel is None
     last_checkpoint = time.perf_counter()  # checkpoint_min_seconds counts from here, then from each write
     best_on_disk = state.best_epoch  # the epoch of the weights in BEST_NAME (a resumed run wrote them before)
-    with cudnn_autotune(device), compiled_for_training(model, use_compile), bar:
+    with cudnn_autotune(device), compiled_for_training(model, use_compile) as compiled, bar:
+        structure_fn = compiled_structure_loss() if compiled else structure_loss
+        graphed = graphed_train_step(model, graph, optimizer, config, autocast, text, structure_fn) if use_graphs else None
         for epoch in range(state.epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             model.train()
@@ -484,7 +488,7 @@ def fit(
                 if graphed is not None:  # replayed or eager, optimizer update included
                     stats, levels = graphed(batch)
                 else:
-                    stats, levels = train_step(trained, graph, batch, optimizer, config, autocast, text, parallel)
+                    stats, levels = train_step(trained, graph, batch, optimizer, config, autocast, text, parallel, structure_fn)
                     if check_each_step and not bool(torch.isfinite(stats).all()):
                         _raise_non_finite(torch.stack([*step_stats, stats]), epoch, first_global_step)
                     optimizer.step()

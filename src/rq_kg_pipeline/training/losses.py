@@ -8,6 +8,8 @@ own in-place sequence (one tensor). The loss and its gradient are PyTorch's bit 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,3 +61,17 @@ def bce_with_logits_mean(logits: Tensor, labels: Tensor) -> Tensor:
     if not fused:
         return F.binary_cross_entropy_with_logits(logits, labels)
     return _BCEWithLogitsMean.apply(logits, labels)
+
+
+def structure_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """The training step's structure loss: :func:`bce_with_logits_mean` of logits [B, M] in any float
+    dtype (bf16 under autocast) cast to float32, against labels [B, M]."""
+    return bce_with_logits_mean(logits.float(), labels)
+
+
+@functools.cache
+def compiled_structure_loss() -> Callable[[Tensor, Tensor], Tensor]:
+    """:func:`structure_loss` compiled by ``torch.compile`` (CUDA, static shapes): the cast, the
+    log-sigmoid terms, the mean and their gradient fuse into a kernel each way instead of ~8
+    passes over FB15k-237's [1024, 14541] logits and labels."""
+    return torch.compile(structure_loss, dynamic=False)
