@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn, model_device
+from rq_kg_pipeline.evaluation.link_prediction import codes_only_score_fn, model_device, relation_table
 from rq_kg_pipeline.evaluation.ranking import ScoreFn
 from rq_kg_pipeline.kg.graph import KGGraph
 from rq_kg_pipeline.models.conve import ConvEScorer, patch_columns
@@ -76,8 +76,8 @@ def _blocked(fn: Callable[[int, int], torch.Tensor], rows: int, width: int) -> t
 
 
 @torch.no_grad()
-def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor) -> ScoreFn:
-    """Codes-only scores [B, M] as :func:`codes_only_score_fn`, faster for many queries.
+def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor, relations: torch.Tensor | None = None) -> ScoreFn:
+    """Codes-only scores [B, M] as :func:`codes_only_score_fn` (same arguments), faster for many queries.
 
     Falls back to :func:`codes_only_score_fn` when the scorer is not ConvE, its kernel is
     taller than the entity image (no row sees the entity alone) or its batch norms keep no
@@ -91,10 +91,10 @@ def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor) -> S
         or scorer.bn0.running_var is None  # batch statistics even in eval: nothing to fold
         or scorer.bn1.running_var is None
     ):
-        return codes_only_score_fn(model, graph, codes)
+        return codes_only_score_fn(model, graph, codes, relations=relations)
     device = model_device(model)
     entities = model.entity_vectors_from_codes(codes.to(device).long())  # [M, D]
-    _, relations = model.encode(graph.to(device))  # [2R, D]
+    relations = relation_table(model, graph, relations)  # [2R, D]
     k_h, k_w, ks = scorer.k_h, scorer.k_w, scorer.conv.kernel_size[0]
     pure = k_h - ks + 1  # output rows that see only the entity (the first) or only the relation (the last)
     ent_img = entities.view(-1, k_h, k_w)  # [M, k_h, k_w]

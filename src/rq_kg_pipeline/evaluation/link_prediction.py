@@ -65,13 +65,17 @@ def codes_only_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor, relat
     the graph for it.
     """
     model.eval()
-    device = model_device(model)
-    entities = model.entity_vectors_from_codes(codes.to(device).long())  # [M, D]
+    entities = model.entity_vectors_from_codes(codes.to(model_device(model)).long())  # [M, D]
+    return _scorer(model, entities, relation_table(model, graph, relations), entities)
+
+
+def relation_table(model: RQGCN, graph: KGGraph, relations: torch.Tensor | None) -> torch.Tensor:
+    """``relations`` [2R, D] checked, or (None) the table of one encode of ``graph``."""
     if relations is None:
-        _, relations = model.encode(graph.to(device))  # [2R, D]
+        _, relations = model.encode(graph.to(model_device(model)))  # [2R, D]
     elif relations.shape != (2 * model.num_relations, model.latent_dim):
         raise ValueError(f"relations must be [2R, D] = [{2 * model.num_relations}, {model.latent_dim}], got {tuple(relations.shape)}")
-    return _scorer(model, entities, relations, entities)
+    return relations
 
 
 @torch.no_grad()
