@@ -21,7 +21,8 @@ class TrainConfig:
     a valid-MRR improvement before stopping (0 = off); ``checkpoint_every``: epochs between
     checkpoints (0 = only at the end; the last epoch and an early stop always write one);
     ``checkpoint_min_seconds``: a due checkpoint is skipped until this long after the last one
-    (or the start): on an H100, epochs take <1 s and writing a checkpoint with the best weights ~0.7 s;
+    (or the start; ``best.pt`` is written with each checkpoint that holds new best weights): on an H200
+    an epoch takes 0.57 s, and an 800-epoch run with 60 s spent 5.3 s writing;
     ``semantic_weight``: weight of the semantic (text-embedding) loss, 0 = off; ``cuda_graphs``:
     on CUDA (one process), replay each full batch's step as one recorded CUDA graph
     (:mod:`rq_kg_pipeline.training.cuda_graph`; the same step, launched at once);
