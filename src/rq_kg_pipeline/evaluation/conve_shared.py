@@ -6,9 +6,10 @@ k_h..2k_h-ks only the relation; batch norm (eval, folded into the convolution), 
 dropout (eval) act per element, and the fc layer is linear. Those rows' fc contributions are
 therefore tables over entities [M, D] and relations [2R, D], and each query only convolves the
 ks-1 mixed rows: on FB15k-237's recipe (k_h 10, ks 7) 6 of 14 rows. Same function as
-``ConvEScorer.forward`` up to float rounding (sums in another order); for ranking many queries,
-never in training. On FB15k-237's 162k distinct queries: ~45 s of CPU instead of ~85 s (then
-31 s of CPU, 15.6 s on 2 cores, with the GEMM below and candidates' cache-sized score blocks).
+``ConvEScorer.forward`` up to float rounding (sums in another order); for ranking many queries
+(the training loop's validation on CPU, gen_llm_data), never in a training step. On FB15k-237's
+162k distinct queries: ~45 s of CPU instead of ~85 s (then 31 s of CPU, 15.6 s on 2 cores, with
+the GEMM below and candidates' cache-sized score blocks).
 
 The convolutions run as one GEMM over ks x ks patches with channels last ([B*H*W, F]; oneDNN's
 direct kernel for one input channel is the slower route on CPU) and the fc columns are reordered

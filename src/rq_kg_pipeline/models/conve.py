@@ -33,7 +33,7 @@ def default_conve_shape(dim: int) -> tuple[int, int]:
 
 
 def aligned(size: int, multiple: int = 8) -> int:
-    """``size`` rounded up to a multiple of 8: 16-byte rows in bf16, what cuBLAS's fast kernels need."""
+    """``size`` rounded up to a multiple of ``multiple`` (8: 16-byte rows in bf16, what cuBLAS's fast kernels need)."""
     return -(-size // multiple) * multiple
 
 
