@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rq_kg_pipeline.evaluation.code_stats import code_statistics, reconstruction_mse_by_level
+from rq_kg_pipeline.evaluation.code_stats import code_statistics, reconstruction_mse_by_level, unique_rows
 
 # 4 entities, L = 2 positions, Q = 2 levels, K = 4 codes; entities 0 and 1 collide.
 CODES = torch.tensor(
@@ -87,3 +87,13 @@ def test_reconstruction_error_by_level() -> None:
 def test_reconstruction_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="level_vectors"):
         reconstruction_mse_by_level(torch.zeros(2, 3, 4), torch.zeros(2, 3, 2, 5))
+
+
+@pytest.mark.parametrize(("rows", "cols", "high"), [(1, 3, 5), (500, 1, 4), (500, 4, 3), (300, 64, 2), (2000, 2, 1000)])
+def test_unique_rows_are_torch_unique_over_rows(rows: int, cols: int, high: int) -> None:
+    """The same groups, in the same order, with the same counts as torch.unique(dim=0) (few
+    distinct values: many duplicate rows; many: mostly distinct)."""
+    table = torch.randint(0, high, (rows, cols), generator=torch.Generator().manual_seed(rows + cols))
+    _, inverse, counts = torch.unique(table, dim=0, return_inverse=True, return_counts=True)
+    got_inverse, got_counts = unique_rows(table)
+    assert torch.equal(got_inverse, inverse) and torch.equal(got_counts, counts)

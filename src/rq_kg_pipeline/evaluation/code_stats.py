@@ -29,6 +29,25 @@ def check_codes(codes: torch.Tensor, num_codes: int | None = None, name: str = "
     return codes
 
 
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inverse [N], counts [G]) of ``torch.unique(rows, dim=0, return_inverse=True, return_counts=True)``
+    for integer rows [N, C]: the same groups in the same (lexicographic) order, found by C stable
+    sorts of one column each. On CPU ``torch.unique(dim=0)`` compares rows one pair at a time:
+    1.1 s of FB15k-237's 3.5 s code extraction (its [14541, 64] and [14541, 4] tables)."""
+    num_rows, num_cols = rows.shape
+    order = torch.arange(num_rows, device=rows.device)  # [N]
+    for col in reversed(range(num_cols)):  # least significant column first: a lexicographic sort
+        order = order[torch.sort(rows[order, col], stable=True).indices]
+    ordered = rows[order]  # [N, C] sorted rows
+    starts = torch.ones(num_rows, dtype=torch.bool, device=rows.device)  # [N] a row unlike the one before
+    if num_rows > 1:
+        starts[1:] = (ordered[1:] != ordered[:-1]).any(dim=1)
+    group = torch.cumsum(starts, dim=0) - 1  # [N] group of each sorted row
+    inverse = torch.empty(num_rows, dtype=torch.int64, device=rows.device)
+    inverse[order] = group
+    return inverse, torch.bincount(group)
+
+
 def level_usage(level_codes: torch.Tensor, num_codes: int) -> dict[str, float]:
     """Utilisation, perplexity and entropy (bits) of one level's code frequencies."""
     counts = torch.bincount(level_codes.reshape(-1).long(), minlength=num_codes).double()  # [K]
@@ -51,7 +70,7 @@ def code_statistics(codes: torch.Tensor, num_codes: int) -> dict[str, float | in
     codes = check_codes(codes, num_codes)
     num_entities, seq_len, num_quantizers = codes.shape
     rows = codes.reshape(num_entities, -1)  # [M, L*Q]
-    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
+    inverse, counts = unique_rows(rows)  # [M], [G]
     unique_mask = counts[inverse] == 1  # [M]
     stats: dict[str, float | int | list[int]] = {
         "num_entities": int(num_entities),
@@ -66,7 +85,7 @@ def code_statistics(codes: torch.Tensor, num_codes: int) -> dict[str, float | in
         for key, value in level_usage(codes[:, :, level], num_codes).items():
             stats[f"{key}_l{level + 1}"] = value
     stats["distinct_codes_per_position"] = [
-        int(torch.unique(codes[:, position, :], dim=0).shape[0]) for position in range(seq_len)
+        int(unique_rows(codes[:, position, :])[1].numel()) for position in range(seq_len)
     ]
     return stats
 

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import torch
 
-from rq_kg_pipeline.evaluation.code_stats import check_codes
+from rq_kg_pipeline.evaluation.code_stats import check_codes, unique_rows
 
 
 def disambiguation_index(codes: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Per-entity disambiguation index [M] int64 and the number of entities that collided before it.
 
-    Vectorised: one ``torch.unique`` over the flattened rows plus a stable sort of the group ids.
+    Vectorised: the groups of equal flattened rows (``unique_rows``) plus a stable sort of the group ids.
     """
     codes = check_codes(codes)
     num_entities = codes.shape[0]
     rows = codes.reshape(num_entities, -1)  # [M, L*Q]
-    _, group, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)  # [M], [G]
+    group, counts = unique_rows(rows)  # [M], [G]
     order = torch.sort(group, stable=True).indices  # [M] entity ids grouped, id order kept inside a group
     group_start = torch.cumsum(counts, dim=0) - counts  # [G] first slot of each group in ``order``
     slots = torch.arange(num_entities, dtype=torch.int64, device=codes.device)  # [M] positions in ``order``
