@@ -12,6 +12,7 @@ from rq_kg_pipeline.models.rqgcn import RQGCN
 
 SMALL = dict(init_dim=16, gcn_dim=32, gcn_layers=2, seq_len=4, num_code=16, num_quantizers=3, tf_layers=1, att_head=4, num_filters=8, kernel_size=3)
 
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """These tensors are tiny: one thread is faster than two contending ones on a shared machine."""
@@ -20,6 +21,7 @@ def one_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
 
+
 @pytest.fixture
 def make_model(umls) -> Callable[..., RQGCN]:
     def make(**overrides) -> RQGCN:
@@ -27,11 +29,13 @@ def make_model(umls) -> Callable[..., RQGCN]:
 
     return make
 
+
 @pytest.fixture
 def kernel_device() -> torch.device:
     """Where Triton kernel tests run: CUDA when present (compiled kernels), else CPU tensors through
     Triton's interpreter (``TRITON_INTERPRET=1``, set by tests/conftest.py before any kernel is defined)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 @pytest.fixture
 def interpreted() -> None:

@@ -275,7 +275,7 @@ class ConvEScorer(nn.Module):
         weight = (self.fc.weight * scale).view(self.dim, filters, height, width).permute(0, 2, 3, 1).reshape(self.dim, -1)  # [D, H*W*F]
         conv_weight = self.conv.weight.view(filters, ks * ks)  # [F, ks*ks]
         if x.device.type == "cuda":
-            # H200, bf16: zero taps up to a multiple of 8 (over 49, cuBLAS took 2.4x longer forward and
+            # H200, bf16: zero taps up to a multiple of 8 (over 49, cuBLAS took 1.8x longer forward and
             # backward), and the bias added apart (addmm's took 2.2x a plain product; compiled, the
             # addition fuses into batch norm's kernels)
             pad = aligned(ks * ks) - ks * ks

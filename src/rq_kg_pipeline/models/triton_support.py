@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from types import ModuleType
 
 import torch
@@ -28,4 +27,4 @@ def use_triton(requested: bool | None, device: torch.device, name: str) -> bool:
 
 def kernels(module: str) -> ModuleType:
     """The kernel module ``module``, imported on first use."""
-    return sys.modules.get(module) or importlib.import_module(module)
+    return importlib.import_module(module)

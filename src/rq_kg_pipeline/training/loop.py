@@ -160,6 +160,7 @@ def compiled_for_training(model: torch.nn.Module, enabled: bool) -> Iterator[boo
     afterwards run the plain kernels. Without Triton (no compiler for CUDA) training stays eager.
     Yields whether compilation is on (the step's structure loss then compiles too)."""
     modules = [model.scorer, model.sequence_encoder] if enabled else []
+    # Triton itself, not triton_support.available(): benchmarks' --no-triton turns off our kernels only
     if modules and importlib.util.find_spec("triton") is None:
         log.warning("torch_compile needs Triton, which is not installed; training without compilation")
         modules = []

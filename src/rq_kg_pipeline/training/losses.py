@@ -72,6 +72,7 @@ def structure_loss(logits: Tensor, labels: Tensor) -> Tensor:
 @functools.cache
 def compiled_structure_loss() -> Callable[[Tensor, Tensor], Tensor]:
     """:func:`structure_loss` compiled by ``torch.compile`` (CUDA, static shapes): the cast, the
-    log-sigmoid terms, the mean and their gradient fuse into a kernel each way instead of ~8
-    passes over FB15k-237's [1024, 14541] logits and labels."""
+    log-sigmoid terms, the mean and their gradient fuse into compiled kernels instead of PyTorch's
+    separate passes over FB15k-237's [1024, 14541] logits and labels (the decoder + ConvE + loss
+    stage went from 1.5 to 1.2 ms on an H200)."""
     return torch.compile(structure_loss, dynamic=False)
