@@ -40,3 +40,22 @@ def test_scores_equal_the_models(umls, kernel_size: int) -> None:  # noqa: ANN00
     assert float(expected.std()) > 0.05 * scale  # scores that rank entities, not a constant
     assert torch.allclose(got, expected, rtol=0, atol=1e-5 * scale)
     assert (got.topk(5).indices == expected.topk(5).indices).float().mean() > 0.999
+
+
+def test_reused_output_holds_each_calls_scores(umls) -> None:  # noqa: ANN001
+    """With ``reuse_output`` every call writes the same buffer; each result equals the plain scores
+    of its batch until the next call, also when a batch is shorter or longer than the last."""
+    model = _model(umls, 3)
+    codes = torch.randint(0, 32, (umls.num_entities, 4, 2), generator=torch.Generator().manual_seed(2))
+    plain = shared_part_score_fn(model, umls.graph, codes)
+    reused = shared_part_score_fn(model, umls.graph, codes, reuse_output=True)
+    generator = torch.Generator().manual_seed(3)
+    results = []
+    for size in (50, 20, 70):
+        heads = torch.randint(0, umls.num_entities, (size,), generator=generator)
+        relations = torch.randint(0, 2 * umls.num_relations, (size,), generator=generator)
+        got = reused(heads, relations)
+        assert torch.equal(got, plain(heads, relations))
+        results.append(got)
+    assert results[0].data_ptr() == results[1].data_ptr()  # written in place: the first 20 rows were overwritten
+    assert results[2].data_ptr() != results[0].data_ptr()  # a longer batch than the buffer's: a new buffer

@@ -77,8 +77,15 @@ def _blocked(fn: Callable[[int, int], torch.Tensor], rows: int, width: int) -> t
 
 
 @torch.no_grad()
-def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor, relations: torch.Tensor | None = None) -> ScoreFn:
+def shared_part_score_fn(
+    model: RQGCN, graph: KGGraph, codes: torch.Tensor, relations: torch.Tensor | None = None, *, reuse_output: bool = False
+) -> ScoreFn:
     """Codes-only scores [B, M] as :func:`codes_only_score_fn` (same arguments), faster for many queries.
+
+    ``reuse_output``: every call returns a view of one [B, M] buffer, overwritten by the next call
+    (for a consumer that is done with each batch before the next, as ``filtered_ranks``). A fresh
+    [4096, 14541] result costs its page faults on every call: 122 ms a product instead of 68 ms
+    on 2 cores.
 
     Falls back to :func:`codes_only_score_fn` when the scorer is not ConvE, its kernel is
     taller than the entity image (no row sees the entity alone) or its batch norms keep no
@@ -120,6 +127,8 @@ def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor, rela
             out = torch.addmm(out, mixed, mixed_fc)  # [b, D]
         return out
 
+    buffer: list[torch.Tensor] = []  # with reuse_output: the [B, M] result all calls write
+
     def score(heads: torch.Tensor, rels: torch.Tensor) -> torch.Tensor:
         heads, rels = heads.to(device), rels.to(device)
         with torch.no_grad():
@@ -128,6 +137,10 @@ def shared_part_score_fn(model: RQGCN, graph: KGGraph, codes: torch.Tensor, rela
             else:
                 x = hidden(heads, rels)
             query = F.relu(scorer.bn2(x))  # [B, D]
-            return (query @ entities.t()).float()  # [B, M]
+            if not reuse_output:
+                return (query @ entities.t()).float()  # [B, M]
+            if not buffer or buffer[0].shape[0] < len(query):
+                buffer[:] = [query.new_empty(len(query), len(entities))]
+            return torch.mm(query, entities.t(), out=buffer[0][: len(query)]).float()  # [B, M]
 
     return score

@@ -243,8 +243,9 @@ def filtered_ranks(
     Each distinct (entity, relation) query is scored once, however many triples share it
     (FB15k-237 valid: 20,112 distinct queries for 35,070 ranks), and its filter row is built
     once; score_fn receives ids on the device of ``triples``; at most ``batch_size`` x M
-    scores are held at once (plus the rows of one batch's triples). ``progress`` shows a bar
-    on a terminal.
+    scores are held at once (plus the rows of one batch's triples), and each batch's scores are
+    done with before score_fn is called again (it may write them all into one buffer).
+    ``progress`` shows a bar on a terminal.
     """
     _check_batch_size(batch_size)
     if num_relations != filter_index.num_relations:

@@ -114,8 +114,10 @@ def _valid_metrics(
     was_training = model.training
     try:
         codes, relations = model.codes_and_relations(graph, batch_size)  # [M, L, Q], [2R, D]: one encode
-        make_score_fn = shared_part_score_fn if model_device(model).type == "cpu" else codes_only_score_fn
-        score_fn = make_score_fn(model, graph, codes, relations=relations)
+        if model_device(model).type == "cpu":  # filtered_ranks reads each batch's scores before the next
+            score_fn = shared_part_score_fn(model, graph, codes, relations=relations, reuse_output=True)
+        else:
+            score_fn = codes_only_score_fn(model, graph, codes, relations=relations)
         ranks = filtered_ranks(score_fn, triples, filter_index, graph.num_relations, batch_size)
     finally:
         model.train(was_training)
