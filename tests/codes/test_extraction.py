@@ -62,9 +62,10 @@ def check_same_as_reference(model: RQGCN, graph, batch_size: int) -> None:
     assert torch.equal(model.cal_allent_codes_emds(graph, batch_size), embeddings)
     stats = code_statistics(codes, model.num_code)
     assert all(got.statistics[k] == v for k, v in stats.items())
+    # The search's float32 sums per block against float64 sums (FB15k-237, trained: 5e-7 to 2e-6 apart).
     for q, value in enumerate(mse):
-        assert got.statistics[f"reconstruction_mse_l{q + 1}"] == pytest.approx(value, rel=1e-12)
-    assert got.statistics["latent_mean_square"] == pytest.approx(mean_square, rel=1e-6)  # float64 vs float32 mean
+        assert got.statistics[f"reconstruction_mse_l{q + 1}"] == pytest.approx(value, rel=1e-5)
+    assert got.statistics["latent_mean_square"] == pytest.approx(mean_square, rel=1e-5)
 
 
 @pytest.mark.parametrize("block_rows", [16, CPU_SEQUENCE_ROWS])

@@ -72,8 +72,8 @@ def test_blockwise_decode_and_one_search_sums_equal_the_gather_sum_bit_for_bit()
         fast = rq.decode_from_codes(codes)
     assert torch.equal(fast, gathered)
     assert torch.equal(rq.decode_from_codes(codes.int()), gathered)  # any integer dtype
-    both = rq.cal_codes_and_sums(z)
-    assert torch.equal(both[0], codes) and torch.equal(both[1], gathered)
+    found = rq.search(z)  # codes and sums of one search
+    assert torch.equal(found.indices.view(9, 13, 4), codes) and torch.equal(found.summed.view(9, 13, 24), gathered)
     # With autograd on, decoding stays differentiable w.r.t. the codebooks.
     rq.decode_from_codes(codes).sum().backward()
     assert torch.equal(rq.codebooks.grad.sum(dim=2) != 0, torch.stack([torch.bincount(codes[..., q].flatten(), minlength=64) > 0 for q in range(4)]))

@@ -528,21 +528,16 @@ class RQCodebook(nn.Module):
         return out.z_q, out.indices, out.loss
 
     @torch.no_grad()
+    def search(self, z: Tensor, with_sum: bool = True) -> SearchResult:
+        """The residual search of z [..., D] as [N, D] rows, without init, revival or gradient: codes
+        [N, Q], their sum [N, D] (``with_sum``; bit for bit :meth:`decode_from_codes` of the codes),
+        each level's squared error [Q] and code counts."""
+        return residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=with_sum,
+                               fused=self.fused_search)
+
     def cal_codes(self, z: Tensor) -> Tensor:
         """[B, L, Q] int64 codes of z [B, L, D]; no init, no revival, no gradient."""
-        lead = z.shape[:-1]
-        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=False,
-                                fused=self.fused_search)
-        return found.indices.reshape(*lead, self.num_quantizers)
-
-    @torch.no_grad()
-    def cal_codes_and_sums(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """(codes [B, L, Q] int64, sum of the chosen codes [B, L, D]) of z [B, L, D] in one search:
-        the codes of :meth:`cal_codes` and, bit for bit, :meth:`decode_from_codes` of them."""
-        lead = z.shape[:-1]
-        found = residual_search(self._flatten(z), self.codebooks, max_elements=self.max_elements, with_sum=True,
-                                fused=self.fused_search)
-        return found.indices.reshape(*lead, self.num_quantizers), found.summed.reshape(*lead, self.latent_dim)
+        return self.search(z, with_sum=False).indices.reshape(*z.shape[:-1], self.num_quantizers)
 
     @torch.no_grad()
     def cal_code_emds(self, z: Tensor) -> Tensor:
