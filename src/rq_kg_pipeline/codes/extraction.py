@@ -40,8 +40,7 @@ def extract_codes(model: RQGCN, graph: KGGraph, batch_size: int = 4096, disambig
     def tokenise(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         found = model.quantizer.search(z)  # codes [N, Q], sums [N, D], squared errors [Q] of the N = b * L latents
         flat = z.reshape(-1).float()  # [N * D]
-        squares[:-1] += found.sq_error.double().cpu()
-        squares[-1] += float(torch.dot(flat, flat))
+        squares.add_(torch.cat([found.sq_error, torch.dot(flat, flat).view(1)]).double().cpu())  # one copy to the host
         return found.indices.view(*z.shape[:-1], -1), found.summed.view(z.shape)  # [b, L, Q], [b, L, D]
 
     blocks = model.map_latent_blocks(graph.to(next(model.parameters()).device), tokenise, batch_size)
